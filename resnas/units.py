@@ -1,0 +1,200 @@
+"""The paper's residual units: y = h(x) + F(x), x_next = f(y) (Eq. 1-2).
+
+Activation placements (Fig. 4, Table 2) and shortcut kinds (Fig. 2, Table 1) are rows of the two
+tables below; a unit is assembled from one row of each.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from timm.layers import BatchNormAct2d
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where BN and ReLU sit around the addition (one column of Fig. 4)."""
+
+    pre: str  # at the start of F (pre-activation)
+    end: str  # after the last conv of F
+    post: str  # after the addition: f in Eq. 2
+    final: str  # after the last unit, before pooling
+    proj_bn: bool  # BN on a projection shortcut, so both branches reach the sum alike
+
+
+# Between the convs of F it is always BN-ReLU.
+PLACEMENTS = {
+    "original": Placement(pre="", end="bn", post="relu", final="", proj_bn=True),  # (a)
+    "bn_after_add": Placement(pre="", end="", post="bn_relu", final="", proj_bn=False),  # (b)
+    "relu_before_add": Placement(pre="", end="bn_relu", post="", final="", proj_bn=True),  # (c)
+    "relu_preact": Placement(pre="relu", end="bn", post="", final="relu", proj_bn=True),  # (d)
+    "preact": Placement(pre="bn_relu", end="", post="", final="bn_relu", proj_bn=False),  # (e)
+}
+
+
+def norm_act(kind: str, chs: int, inplace: bool = True) -> nn.Module:
+    """'' | 'relu' | 'bn' | 'bn_relu' as a module."""
+    if kind == "bn_relu":
+        return BatchNormAct2d(chs)
+    if kind == "bn":
+        return BatchNormAct2d(chs, apply_act=False)
+    if kind == "relu":
+        return nn.ReLU(inplace=inplace)
+    return nn.Identity()
+
+
+def conv(in_chs: int, out_chs: int, k: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chs, out_chs, k, stride=stride, padding=k // 2, bias=False)
+
+
+# ---- shortcuts h (Fig. 2) ------------------------------------------------------------------------
+class ZeroPad(nn.Module):
+    """Option A of He et al. 2015: subsample and zero-pad the channels (parameter-free)."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int):
+        super().__init__()
+        self.pad, self.stride = out_chs - in_chs, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, self.pad))
+
+
+def projection(in_chs: int, out_chs: int, stride: int, bn: bool) -> nn.Module:
+    layers = OrderedDict(conv=conv(in_chs, out_chs, 1, stride))
+    if bn:
+        layers["norm"] = norm_act("bn", out_chs)
+    return nn.Sequential(layers)
+
+
+class Add(nn.Module):
+    """h(x) + F(x) with h the identity, or a projection / 1x1 conv (Fig. 2a, 2e)."""
+
+    def __init__(self, h: nn.Module, **_):
+        super().__init__()
+        self.h = h
+
+    def forward(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return self.h(x) + f
+
+
+class Scaling(Add):
+    """lambda * h(x) + lambda_F * F(x) (Fig. 2b); lambda = 0 is a plain net."""
+
+    def __init__(self, h: nn.Module, scale: float, f_scale: float, **_):
+        super().__init__(h)
+        self.scale, self.f_scale = scale, f_scale
+
+    def forward(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.h(x) + self.f_scale * f
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, f_scale={self.f_scale}"
+
+
+class Gate(Add):
+    """(1 - g) h(x) + g F(x) (exclusive, Fig. 2c) or (1 - g) h(x) + F(x) (shortcut-only, Fig. 2d),
+    g = sigmoid(W_g x + b_g) with W_g a 1x1 conv."""
+
+    def __init__(self, h: nn.Module, in_chs: int, out_chs: int, stride: int, gate_bias: float,
+                 exclusive: bool, **_):
+        super().__init__(h)
+        self.exclusive = exclusive
+        # No BN on the gate: b_g's initial value is the knob Table 1 searches, BN would re-centre it.
+        self.gate = nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=True)
+        self.gate_bias = gate_bias
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.gate.bias, self.gate_bias)
+
+    def forward(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        g = torch.sigmoid(self.gate(x))
+        return (1 - g) * self.h(x) + (g * f if self.exclusive else f)
+
+
+class Dropout(Add):
+    """dropout(h(x)) + F(x) (Fig. 2f). Unscaled Bernoulli mask in training and (1 - p) at test, so the
+    shortcut carries the expected scale lambda = 1 - p the paper's analysis uses (Sec. 3.1)."""
+
+    def __init__(self, h: nn.Module, drop: float, **_):
+        super().__init__(h)
+        self.p = drop
+
+    def forward(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        hx = self.h(x)
+        if self.training:
+            hx = hx * torch.empty_like(hx).bernoulli_(1 - self.p)
+        else:
+            hx = hx * (1 - self.p)
+        return hx + f
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+SHORTCUTS = {
+    "identity": Add,
+    "scaling": Scaling,
+    "exclusive_gate": lambda **kw: Gate(exclusive=True, **kw),
+    "shortcut_gate": lambda **kw: Gate(exclusive=False, **kw),
+    "conv1x1": Add,  # with h a 1x1 conv on every unit
+    "dropout": Dropout,
+}
+
+
+# ---- the unit ------------------------------------------------------------------------------------
+class ResidualUnit(nn.Module):
+    """One residual unit: a row of Table 2 (``act``) crossed with a row of Table 1 (``shortcut``).
+
+    ``first``: the network's first unit, whose pre-activation is the stem's BN-ReLU right after conv1.
+    Units that change dimension apply their pre-activation once, before splitting into F and h.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, *, unit: str = "basic",
+                 mid_chs: int | None = None, act: str = "preact", shortcut: str = "identity",
+                 down: str = "projection", first: bool = False, stride_3x3: bool = True,
+                 scale: float = 1.0, f_scale: float = 1.0, gate_bias: float = -6.0, drop: float = 0.5):
+        super().__init__()
+        p = PLACEMENTS[act]
+        changes_dim = stride != 1 or in_chs != out_chs
+        self.shared_pre = changes_dim or first
+        # A bare ReLU must not act in place on x when x also feeds the identity shortcut.
+        self.pre = nn.Identity() if first else norm_act(p.pre, in_chs, inplace=self.shared_pre)
+        self.F = _branch(unit, in_chs, mid_chs or out_chs, out_chs, stride, p.end, stride_3x3)
+        if shortcut == "conv1x1" or (changes_dim and down == "projection"):
+            h = projection(in_chs, out_chs, stride, p.proj_bn)
+        elif changes_dim:
+            h = ZeroPad(in_chs, out_chs, stride)
+        else:
+            h = nn.Identity()
+        self.shortcut = SHORTCUTS[shortcut](h=h, in_chs=in_chs, out_chs=out_chs, stride=stride,
+                                            scale=scale, f_scale=f_scale, gate_bias=gate_bias, drop=drop)
+        self.post = norm_act(p.post, out_chs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shared_pre:
+            x = self.pre(x)
+            f = self.F(x)
+        else:
+            f = self.F(self.pre(x))
+        return self.post(self.shortcut(x, f))
+
+
+def _branch(unit: str, in_chs: int, mid_chs: int, out_chs: int, stride: int, end: str,
+            stride_3x3: bool) -> nn.Sequential:
+    """F without its pre-activation: convs joined by BN-ReLU, then the placement's ``end``."""
+    if unit == "basic":
+        shapes = [(in_chs, out_chs, 3, stride), (out_chs, out_chs, 3, 1)]
+    else:
+        s1, s3 = (1, stride) if stride_3x3 else (stride, 1)
+        shapes = [(in_chs, mid_chs, 1, s1), (mid_chs, mid_chs, 3, s3), (mid_chs, out_chs, 1, 1)]
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, (cin, cout, k, s) in enumerate(shapes, start=1):
+        layers[f"conv{i}"] = conv(cin, cout, k, s)
+        kind = "bn_relu" if i < len(shapes) else end
+        if kind:
+            layers[f"norm{i}"] = norm_act(kind, cout)
+    return nn.Sequential(layers)

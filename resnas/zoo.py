@@ -1,0 +1,87 @@
+"""timm registrations: the paper's networks by name, and ``resnas_spec`` for any ArchSpec string.
+
+    >>> import timm, resnas
+    >>> model = timm.create_model("preact_resnet164")                       # CIFAR, 10 classes
+    >>> model = timm.create_model("preact_resnet200", num_classes=100)      # ImageNet layout
+    >>> model = timm.create_model("resnas_spec", spec="depth=20,act=preact,in_chans=1")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from .network import ResNet
+from .spec import ArchSpec
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+# name -> spec; one row per registered network.
+ZOO: dict[str, ArchSpec] = {
+    "preact_resnet110": ArchSpec.cifar(110, "basic", act="preact"),
+    "preact_resnet164": ArchSpec.cifar(164, "bottleneck", act="preact"),
+    "preact_resnet1001": ArchSpec.cifar(1001, "bottleneck", act="preact"),
+    # The original units (Fig. 4a) at the same depths: the paper's baselines in Tables 2-4.
+    "original_resnet110": ArchSpec.cifar(110, "basic", act="original"),
+    "original_resnet164": ArchSpec.cifar(164, "bottleneck", act="original"),
+    "original_resnet1001": ArchSpec.cifar(1001, "bottleneck", act="original"),
+    **{f"preact_resnet{d}": ArchSpec.imagenet(d, act="preact") for d in (18, 34, 50, 101, 152, 200)},
+}
+
+
+def input_cfg(spec: ArchSpec) -> dict[str, Any]:
+    """The pretrained_cfg entries describing the input a spec's layout expects."""
+    if spec.stem == "cifar":
+        return dict(input_size=(spec.in_chans, 32, 32), pool_size=(8, 8), crop_pct=1.0,
+                    mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=spec.num_classes)
+    return dict(input_size=(spec.in_chans, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+                mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, num_classes=spec.num_classes)
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return dict(url="", interpolation="bilinear", first_conv="stem.conv", classifier="head.fc",
+                license="mit", paper_ids="arXiv:1603.05027", **kwargs)
+
+
+default_cfgs = generate_default_cfgs({
+    **{name: _cfg(**input_cfg(spec)) for name, spec in ZOO.items()},
+    # num_classes -1: taken from the spec rather than the cfg (see resnas_spec)
+    "resnas_spec": _cfg(**{**input_cfg(ArchSpec()), "num_classes": -1}),
+})
+
+
+def _create(variant: str, spec: ArchSpec, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    n_features = len(spec.layers) + 1
+    return build_model_with_cfg(
+        ResNet, variant, pretrained, spec=spec,
+        feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(n_features))), **kwargs,
+    )
+
+
+def _register(name: str) -> None:
+    def entry(pretrained: bool = False, **kwargs: Any) -> ResNet:
+        return _create(name, ZOO[name], pretrained, **kwargs)
+
+    entry.__name__ = name
+    entry.__doc__ = f"{name}: {ZOO[name]}"
+    entry.__module__ = __name__
+    globals()[name] = register_model(entry)
+
+
+for _name in ZOO:
+    _register(_name)
+
+
+@register_model
+def resnas_spec(pretrained: bool = False, spec: str | ArchSpec = "", **kwargs: Any) -> ResNet:
+    """Any ArchSpec, given as its string (how searched and exported designs are rebuilt)."""
+    spec = ArchSpec.parse(spec) if isinstance(spec, str) else spec
+    kwargs.setdefault("num_classes", spec.num_classes)
+    kwargs.setdefault("in_chans", spec.in_chans)
+    if kwargs.get("pretrained_cfg") is None:  # not loaded from a local-dir config: describe the spec's input
+        overlay = input_cfg(spec.replace(num_classes=kwargs["num_classes"], in_chans=kwargs["in_chans"]))
+        kwargs["pretrained_cfg_overlay"] = {**overlay, **(kwargs.get("pretrained_cfg_overlay") or {})}
+    return _create("resnas_spec", spec, pretrained, **kwargs)
