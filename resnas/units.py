@@ -106,6 +106,7 @@ class Gate(Add):
         # No BN on the gate: b_g's initial value is the knob Table 1 searches, BN would re-centre it.
         self.gate = nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=True)
         self.gate_bias = gate_bias
+        self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.constant_(self.gate.bias, self.gate_bias)
