@@ -7,10 +7,10 @@ Importing resnas registers its networks with timm::
     >>> model = timm.create_model("preact_resnet164")
 """
 
+from . import zoo  # registers the models with timm
 from .network import ResNet, build, count_macs, count_params
 from .spec import ArchSpec
 from .units import PLACEMENTS, SHORTCUTS, ResidualUnit
-from . import zoo  # registers the models with timm
 
 __all__ = ["ArchSpec", "ResNet", "ResidualUnit", "PLACEMENTS", "SHORTCUTS", "build", "count_macs",
            "count_params", "zoo"]

@@ -17,7 +17,7 @@ from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 
 from .spec import ArchSpec
-from .units import Gate, ResidualUnit, conv, norm_act, PLACEMENTS
+from .units import PLACEMENTS, Gate, ResidualUnit, conv, norm_act
 
 BOTTLENECK_EXPANSION = 4
 
@@ -48,8 +48,8 @@ class ResNet(nn.Module):
                                 first=(i == 0 and j == 0)) for j in range(n)]
             stages.append(nn.Sequential(*units))
             in_chs = w * out_mult
-            last = i == len(spec.layers) - 1
-            self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module="norm" if last else f"stages.{i}"))
+            module = "norm" if i == len(spec.layers) - 1 else f"stages.{i}"
+            self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=module))
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = in_chs
         self.norm = norm_act(PLACEMENTS[spec.act].final, in_chs)  # the extra BN-ReLU of pre-activation nets

@@ -151,8 +151,9 @@ class ArchSpec:
             raise ValueError("down: zeropad (option A) needs unit=basic; allowed for bottleneck: projection")
         for name in ("in_chans", "num_classes"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "in_chans" else 0):
-                raise ValueError(f"{name}: {value!r} must be a {'positive' if name == 'in_chans' else 'non-negative'} integer")
+            lowest = 1 if name == "in_chans" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                raise ValueError(f"{name}: {value!r} must be an integer >= {lowest} ({'positive' if lowest else 'non-negative'})")
 
     # ---- derived ------------------------------------------------------------------------------
     @property
@@ -182,9 +183,10 @@ class ArchSpec:
         d = dict(d)
         if d.get("layout") == "imagenet":
             d.setdefault("num_classes", 1000)  # ImageNet nets default to its 1000 classes
-        unknown = set(d) - _FIELDS - {"depth"}
+        allowed = _FIELDS | {"depth"}
+        unknown = sorted(set(d) - allowed)
         if unknown:
-            raise ValueError(f"{sorted(unknown)[0]}: unknown spec field; allowed: {', '.join(sorted(_FIELDS | {'depth'}))}")
+            raise ValueError(f"{unknown[0]}: unknown spec field; allowed: {', '.join(sorted(allowed))}")
         if "depth" in d:
             if "layers" in d:
                 raise ValueError("depth: give depth or layers, not both")

@@ -1,7 +1,8 @@
 """ArchSpec: round trips and the one-line errors of invalid specs."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resnas.spec import ACTS, SHORTCUTS, ArchSpec
 

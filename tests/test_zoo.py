@@ -6,7 +6,6 @@ import torch
 from safetensors.torch import save_file
 from timm.optim import create_optimizer_v2
 
-import resnas
 from resnas import ArchSpec, build, count_macs, count_params
 
 
@@ -61,7 +60,8 @@ def test_num_classes_and_in_chans_overrides():
 def test_resnas_spec_entry_builds_any_spec_with_its_input_cfg():
     spec = "depth=20,act=relu_before_add,shortcut=shortcut_gate,gate_bias=-6,in_chans=1,num_classes=5"
     model = timm.create_model("resnas_spec", spec=spec)
-    assert str(model.spec) == "layout=cifar,depth=20,unit=basic,act=relu_before_add,shortcut=shortcut_gate,in_chans=1,num_classes=5"
+    assert str(model.spec) == ("layout=cifar,depth=20,unit=basic,act=relu_before_add,shortcut=shortcut_gate,"
+                               "in_chans=1,num_classes=5")
     assert model.pretrained_cfg["input_size"] == (1, 32, 32) and model.pretrained_cfg["num_classes"] == 5
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 5)
     with pytest.raises(ValueError, match="^depth: 21 is not 6n\\+2"):
