@@ -1,0 +1,382 @@
+"""Search spaces: a YAML file -> validated ``Space`` -> ``trial.suggest_*`` calls -> ``ArchSpec``.
+
+A space is define-by-run (Optuna's style): ``Space.suggest(trial)`` asks for the unit, depth,
+activation placement and shortcut kind, and for a kind's own parameters only when that kind is
+chosen. The grid of a grid space is enumerated by walking the very same function, so the grid and
+the sampled space can never disagree.
+
+    >>> space = load_space("paper_table2")
+    >>> len(space.grid_points())
+    10
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .spec import ACT_LETTERS, ACTS, IMAGENET_LAYERS, LAYOUTS, SHORTCUTS, UNITS, ArchSpec
+
+SAMPLERS = ("tpe", "random", "grid", "nsga2")
+PRUNERS = ("hyperband", "median", "none")
+OBJECTIVES = ("val_error", "params", "macs")
+DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "folder")
+TOP_KEYS = ("name", "description", "dataset", "sampler", "pruner", "objectives", "epochs", "trials", "seed",
+            "recipe", "space")
+SPACE_KEYS = ("layout", "stem", "unit", "depth", "act", "shortcut", "width", "widths", "down")
+RECIPE_KEYS = ("lr", "momentum", "weight_decay", "nesterov", "batch_size", "warmup_lr", "warmup_iters", "schedule",
+               "milestones", "gamma", "max_loss")
+KIND_PARAMS = {"identity": (), "scaling": ("scale", "f_scale"), "exclusive_gate": ("gate_bias",),
+               "shortcut_gate": ("gate_bias",), "conv1x1": (), "dropout": ("drop",)}
+
+
+class SpaceError(ValueError):
+    """A search space that cannot be used; the message is one line naming the file and the key."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric range of a conditional parameter: ``{low: -8, high: 0, step: 1, log: false}``."""
+
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+
+    def suggest(self, trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+
+Values = tuple | Range  # a list of choices or a range
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    description: str = ""
+    dataset: str = "digits"
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    objectives: tuple[str, ...] = ("val_error",)
+    min_epochs: int = 1
+    max_epochs: int = 10
+    trials: int | None = None
+    seed: int = 0
+    recipe: dict[str, Any] = field(default_factory=dict)
+    # the design choices: name -> Values; ``depth`` may be a dict unit -> Values; ``shortcut`` a dict
+    # kind -> (dict param -> Values, or a tuple of explicit rows)
+    choices: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def directions(self) -> list[str]:
+        return ["minimize"] * len(self.objectives)
+
+    def suggest(self, trial, **fixed: Any) -> ArchSpec:
+        """Turn ``trial`` (an optuna Trial, FixedTrial or anything with suggest_*) into an ArchSpec.
+
+        ``fixed`` fields (such as ``in_chans`` and ``num_classes`` from the data) are set as given.
+        """
+        c, d = self.choices, {}
+        d["layout"] = c["layout"]
+        if c.get("stem"):
+            d["stem"] = c["stem"]
+        if d["layout"] == "cifar":
+            d["unit"] = _pick(trial, "unit", c["unit"])
+        depth = c["depth"]
+        if isinstance(depth, dict):
+            d["depth"] = _pick(trial, f"{d['unit']}_depth", depth[d["unit"]])
+        else:
+            d["depth"] = _pick(trial, "depth", depth)
+        d["act"] = _pick(trial, "act", c["act"])
+        kinds = c["shortcut"]
+        d["shortcut"] = _pick(trial, "shortcut", tuple(kinds))
+        params = kinds[d["shortcut"]]
+        if isinstance(params, tuple):  # explicit rows, e.g. Table 1's (lambda, lambda_F) pairs
+            labels = tuple(_row_label(r) for r in params)
+            row = params[labels.index(_pick(trial, f"{d['shortcut']}.row", labels))]
+            d.update(row)
+        else:  # named per kind: the two gates' b_g are different parameters to a sampler
+            for name, values in params.items():
+                d[name] = _pick(trial, f"{d['shortcut']}.{name}", values)
+        for name in ("width", "down"):
+            if name in c:
+                d[name] = _pick(trial, name, c[name])
+        if "widths" in c:
+            labels = tuple("-".join(map(str, w)) for w in c["widths"])
+            d["widths"] = _pick(trial, "widths", labels)
+        return ArchSpec.from_dict({**d, **fixed})
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every point of the space as Optuna params (for ``study.enqueue_trial``), in a stable order."""
+        return [params for params, _ in _walk(self.suggest)]
+
+    def specs(self, **fixed: Any) -> list[ArchSpec]:
+        """The ArchSpec of every grid point."""
+        return [spec for _, spec in _walk(lambda t: self.suggest(t, **fixed))]
+
+
+def _pick(trial, name: str, values: Values):
+    if isinstance(values, Range):
+        return values.suggest(trial, name)
+    if len(values) == 1:  # a fixed choice is not a parameter
+        return values[0]
+    return trial.suggest_categorical(name, list(values))
+
+
+def _row_label(row: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+
+class _Walker:
+    """A trial that answers suggest_categorical from a path of choice indices (depth-first enumeration);
+    ranges answer their low or high end (``end``), or are refused in a grid."""
+
+    def __init__(self, path: list[int], end: int | None = None):
+        self.path, self.pos, self.params, self.sizes, self.end = path, 0, {}, [], end
+
+    def suggest_categorical(self, name: str, choices: list):
+        if self.pos == len(self.path):
+            self.path.append(0)
+        self.sizes.append(len(choices))
+        value = choices[self.path[self.pos]]
+        self.pos += 1
+        self.params[name] = value
+        return value
+
+    def suggest_float(self, name: str, low: float, high: float, **_: Any) -> float:
+        if self.end is None:
+            raise SpaceError(f"{name}: a grid needs a list of values, not a range")
+        return (low, high)[self.end]
+
+
+def _walk(fn, end: int | None = None) -> list[tuple[dict[str, Any], Any]]:
+    out, path = [], []
+    while True:
+        walker = _Walker(path, end)
+        out.append((walker.params, fn(walker)))
+        del path[walker.pos:]
+        # advance the path like an odometer over the choices this branch asked for
+        while path and path[-1] + 1 >= walker.sizes[len(path) - 1]:
+            path.pop()
+        if not path:
+            return out
+        path[-1] += 1
+
+
+# ---- loading and validation ---------------------------------------------------------------------
+def builtin_dir() -> Path:
+    """search_spaces/ inside the installed wheel, or beside the package in a source checkout."""
+    packaged = Path(str(resources.files("resnas"))) / "search_spaces"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+def builtin_spaces() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(builtin_dir().glob("*.yaml"))}
+
+
+def load_space(name_or_path: str | Path) -> Space:
+    """A built-in space by name (``default``) or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        spaces = builtin_spaces()
+        if str(name_or_path) not in spaces:
+            raise SpaceError(f"space: unknown space {str(name_or_path)!r}; allowed: {', '.join(spaces)} "
+                             "or a path to a .yaml file")
+        path = spaces[str(name_or_path)]
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot read: {e.strerror or e}") from None
+    return parse_space(text, source=str(path), default_name=path.stem)
+
+
+def parse_space(text: str, source: str = "<space>", default_name: str = "space") -> Space:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SpaceError(f"{source}: not valid YAML{where}") from None
+    try:
+        return _build(raw, source, default_name)
+    except SpaceError as e:
+        raise SpaceError(f"{source}: {e}") from None
+    except ValueError as e:  # from ArchSpec validation of the space's points
+        raise SpaceError(f"{source}: space: {e}") from None
+
+
+def _build(raw: Any, source: str, default_name: str) -> Space:
+    raw = _mapping(raw, "top level", TOP_KEYS)
+    space = _mapping(raw.get("space"), "space", SPACE_KEYS)
+    choices = _choices(space)
+    epochs = _mapping(raw.get("epochs", {}), "epochs", ("min", "max"))
+    max_epochs = _integer(epochs.get("max", 10), "epochs.max", 1)
+    min_epochs = _integer(epochs.get("min", 1), "epochs.min", 1)
+    if min_epochs > max_epochs:
+        raise SpaceError(f"epochs.min: {min_epochs} is above epochs.max {max_epochs}")
+    objectives = _list(raw.get("objectives", ["val_error"]), "objectives")
+    for o in objectives:
+        _one_of(o, "objectives", OBJECTIVES)
+    if objectives[0] != "val_error" or len(set(objectives)) != len(objectives) or len(objectives) > 2:
+        raise SpaceError("objectives: must be [val_error] or [val_error, params|macs]")
+    sampler = _one_of(raw.get("sampler", "nsga2" if len(objectives) == 2 else "tpe"), "sampler", SAMPLERS)
+    pruner = _one_of(raw.get("pruner", "hyperband"), "pruner", PRUNERS)
+    if len(objectives) == 2 and pruner != "none":
+        raise SpaceError("pruner: Optuna cannot prune multi-objective studies; allowed with two objectives: none")
+    recipe = _mapping(raw.get("recipe", {}), "recipe", RECIPE_KEYS)
+    trials = raw.get("trials")
+    out = Space(
+        name=_string(raw.get("name", default_name), "name"),
+        description=_string(raw.get("description", ""), "description"),
+        dataset=_one_of(raw.get("dataset", "digits"), "dataset", DATASETS),
+        sampler=sampler, pruner=pruner, objectives=tuple(objectives),
+        min_epochs=min_epochs, max_epochs=max_epochs,
+        trials=None if trials is None else _integer(trials, "trials", 1),
+        seed=_integer(raw.get("seed", 0), "seed", 0),
+        recipe=dict(recipe), choices=choices, source=source,
+    )
+    _check_points(out)
+    return out
+
+
+def _choices(space: dict) -> dict[str, Any]:
+    layout = _one_of(space.get("layout", "cifar"), "space.layout", LAYOUTS)
+    c: dict[str, Any] = {"layout": layout}
+    if "stem" in space:
+        c["stem"] = _one_of(space["stem"], "space.stem", LAYOUTS)
+    if layout == "cifar":
+        c["unit"] = tuple(_one_of(u, "space.unit", UNITS) for u in _list(space.get("unit", ["basic"]), "space.unit"))
+    elif "unit" in space:
+        raise SpaceError("space.unit: the ImageNet layout takes its unit from the depth; remove unit")
+    if "depth" not in space:
+        raise SpaceError("space.depth: missing; give a list of depths (or unit -> list)")
+    depth = space["depth"]
+    if isinstance(depth, dict):
+        if layout != "cifar":
+            raise SpaceError("space.depth: a per-unit mapping needs layout cifar")
+        _mapping(depth, "space.depth", UNITS)
+        missing = [u for u in c["unit"] if u not in depth]
+        if missing:
+            raise SpaceError(f"space.depth: no depths for unit {missing[0]}")
+        c["depth"] = {u: tuple(_integer(v, f"space.depth.{u}", 3) for v in _list(depth[u], f"space.depth.{u}"))
+                      for u in c["unit"]}
+    else:
+        c["depth"] = tuple(_integer(v, "space.depth", 3) for v in _list(depth, "space.depth"))
+        if layout == "imagenet":
+            for v in c["depth"]:
+                _one_of(v, "space.depth", tuple(IMAGENET_LAYERS))
+    acts = _list(space.get("act", ["preact"]), "space.act")
+    c["act"] = tuple(ACT_LETTERS.get(a, a) for a in acts)
+    for a in c["act"]:
+        _one_of(a, "space.act", ACTS)
+    c["shortcut"] = _shortcuts(space.get("shortcut", ["identity"]))
+    if "width" in space:
+        c["width"] = tuple(_number(v, "space.width") for v in _list(space["width"], "space.width"))
+    if "widths" in space:
+        c["widths"] = tuple(tuple(_integer(x, "space.widths", 1) for x in _list(w, "space.widths"))
+                            for w in _list(space["widths"], "space.widths"))
+    if "down" in space:
+        c["down"] = tuple(_one_of(v, "space.down", ("projection", "zeropad")) for v in _list(space["down"], "space.down"))
+    _unique(c)
+    return c
+
+
+def _shortcuts(raw: Any) -> dict[str, Any]:
+    """``[identity, conv1x1]`` or ``{scaling: {scale: [0, 0.5]}, exclusive_gate: {gate_bias: {low: -8, high: 0}}}``."""
+    if isinstance(raw, list):
+        raw = {k: {} for k in raw}
+    kinds = _mapping(raw, "space.shortcut", SHORTCUTS)
+    if not kinds:
+        raise SpaceError("space.shortcut: empty; allowed: " + ", ".join(SHORTCUTS))
+    out: dict[str, Any] = {}
+    for kind, params in kinds.items():
+        key = f"space.shortcut.{kind}"
+        if isinstance(params, list):  # explicit rows
+            rows = tuple(dict(_mapping(r, key, KIND_PARAMS[kind])) for r in params)
+            if not rows:
+                raise SpaceError(f"{key}: an empty list of rows")
+            out[kind] = tuple({p: _number(v, f"{key}.{p}") for p, v in r.items()} for r in rows)
+            continue
+        params = _mapping(params or {}, key, KIND_PARAMS[kind])
+        out[kind] = {p: _values(v, f"{key}.{p}") for p, v in params.items()}
+    return out
+
+
+def _values(raw: Any, key: str) -> Values:
+    if isinstance(raw, dict):
+        r = _mapping(raw, key, ("low", "high", "step", "log"))
+        if "low" not in r or "high" not in r:
+            raise SpaceError(f"{key}: a range needs low and high")
+        low, high = _number(r["low"], f"{key}.low"), _number(r["high"], f"{key}.high")
+        if low >= high:
+            raise SpaceError(f"{key}: low {low:g} must be below high {high:g}")
+        step = None if r.get("step") is None else _number(r["step"], f"{key}.step")
+        log = r.get("log", False)
+        if not isinstance(log, bool) or (log and (low <= 0 or step is not None)):
+            raise SpaceError(f"{key}.log: must be true or false; log needs low > 0 and no step")
+        if step is not None and step <= 0:
+            raise SpaceError(f"{key}.step: must be > 0")
+        return Range(low, high, step, log)
+    return tuple(_number(v, key) for v in _list(raw, key))
+
+
+def _unique(c: dict[str, Any]) -> None:
+    for name, values in c.items():
+        if isinstance(values, tuple) and len(set(map(str, values))) != len(values):
+            raise SpaceError(f"space.{name}: a value is listed twice")
+
+
+def _check_points(space: Space) -> None:
+    """Every point of the space (each range at both ends) must be a valid ArchSpec; a grid must be listed."""
+    for end in (None,) if space.sampler == "grid" else (0, 1):
+        _walk(space.suggest, end)
+
+
+# ---- small typed readers: each error names the key and what is allowed ---------------------------
+def _mapping(raw: Any, key: str, allowed: tuple) -> dict:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{key}: expected a mapping, got {type(raw).__name__}")
+    for k in raw:
+        if k not in allowed:
+            raise SpaceError(f"{key}: unknown key {k!r}; allowed: {', '.join(map(str, allowed))}")
+    return raw
+
+
+def _list(raw: Any, key: str) -> list:
+    if not isinstance(raw, list):
+        raw = [raw]
+    if not raw:
+        raise SpaceError(f"{key}: an empty list")
+    return raw
+
+
+def _one_of(value: Any, key: str, allowed: tuple):
+    if isinstance(value, bool) or value not in allowed:
+        raise SpaceError(f"{key}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+    return value
+
+
+def _string(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise SpaceError(f"{key}: expected text, got {type(value).__name__}")
+    return value
+
+
+def _integer(value: Any, key: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SpaceError(f"{key}: {value!r} is not an integer >= {low}")
+    return value
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SpaceError(f"{key}: {value!r} is not a finite number")
+    return float(value)
