@@ -1,0 +1,478 @@
+"""Trains one candidate with Accelerate and reports each epoch through a plain callback.
+
+The same code runs on the CPU, one GPU, and several processes under ``accelerate launch``. A
+candidate that diverges (the paper's "fail" rows of Table 1) or runs out of GPU memory ends with a
+status instead of an exception, so a search can go on::
+
+    >>> from resnas.data import load_data
+    >>> result = train("depth=8,widths=8-16-32", load_data("digits"), epochs=1, recipe=Recipe.digits())
+    >>> result.status, len(result.val_error)
+    ('ok', 1)
+
+``on_epoch(report)`` may end training early (a search pruning a candidate): return True, or raise
+``StopTraining(reason, status="pruned")``. Either ends the run with that status and no exception.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import math
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import Data
+from .network import build, count_macs, count_params
+from .spec import ArchSpec
+
+SCHEDULES = ("step", "cosine")
+STATUSES = ("ok", "diverged", "oom", "stopped", "pruned")
+CHECK_EVERY = 20  # steps between divergence checks: each check waits for the GPU
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train: the paper's CIFAR recipe by default (Sec. 4.1), every knob overridable.
+
+    The schedule is defined on ``schedule_epochs`` (default: the epochs run), so that epoch k of
+    candidates trained for different budgets under one maximum budget saw the same learning rates.
+    ``milestones`` are fractions of that budget (the paper's 32k and 48k of 64k iterations).
+
+    >>> Recipe().lr, Recipe.imagenet().milestones
+    (0.1, (0.3333333333333333, 0.6666666666666666))
+    """
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    batch_size: int = 128
+    warmup_lr: float = 0.01  # constant for the first warmup_iters iterations, then lr
+    warmup_iters: int = 400
+    schedule: str = "step"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    schedule_epochs: int | None = None
+    max_loss: float = 100.0  # a train loss above this (or NaN / inf) means diverged
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: {self.schedule!r} is unknown; allowed: {', '.join(SCHEDULES)}")
+        for name in ("lr", "warmup_lr", "max_loss"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: {getattr(self, name)!r} must be > 0")
+        for name in ("momentum", "weight_decay", "warmup_iters"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: {getattr(self, name)!r} must be >= 0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: {self.batch_size!r} must be >= 1")
+        if self.schedule_epochs is not None and self.schedule_epochs < 1:
+            raise ValueError(f"schedule_epochs: {self.schedule_epochs!r} must be >= 1")
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        if any(not 0 < m <= 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"milestones: {self.milestones!r} must be increasing fractions of the budget in (0, 1]")
+
+    @classmethod
+    def cifar(cls, **changes: Any) -> Recipe:
+        return cls(**changes)
+
+    @classmethod
+    def imagenet(cls, **changes: Any) -> Recipe:
+        """Batch 256, no warm-up, lr /10 at epochs 30 and 60 of 90 (Sec. 5)."""
+        return cls(**{"batch_size": 256, "warmup_iters": 0, "milestones": (1 / 3, 2 / 3), **changes})
+
+    @classmethod
+    def digits(cls, **changes: Any) -> Recipe:
+        """The CIFAR recipe without the warm-up: 400 iterations would be 44 epochs of digits."""
+        return cls(**{"warmup_iters": 0, **changes})
+
+    def replace(self, **changes: Any) -> Recipe:
+        return dataclasses.replace(self, **changes)
+
+
+RECIPES = {"cifar": Recipe.cifar, "imagenet": Recipe.imagenet, "digits": Recipe.digits}
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What ``on_epoch`` sees after each epoch (the same on every process)."""
+
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float  # mean over the epoch's iterations and processes
+    val_error: float
+    val_loss: float
+    lr: float  # for the next iteration
+    seconds: float  # training and validation
+
+
+class StopTraining(Exception):
+    """Raised by ``on_epoch`` to end training now; the result gets ``status`` and ``reason``."""
+
+    def __init__(self, reason: str = "stopped by on_epoch", status: str = "stopped"):
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
+@dataclass
+class TrainResult:
+    """The outcome of one training run; ``status`` is one of STATUSES."""
+
+    status: str
+    reason: str
+    epochs: int  # completed
+    train_loss: list[float]
+    val_error: list[float]
+    val_loss: list[float]
+    epoch_seconds: list[float]
+    seconds: float
+    params: int
+    macs: int
+    spec: str | None = None
+    test_error: float | None = None
+    model: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
+
+
+class Diverged(Exception):
+    """Raised by train_epoch on a NaN, inf or too large loss; train() turns it into status 'diverged'."""
+
+
+def default_precision() -> str:
+    """bf16 autocast where the GPU supports it, full precision elsewhere."""
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int, epochs: int):
+    """The recipe's learning-rate schedule, stepped once per iteration, over ``schedule_epochs``.
+
+    >>> opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    >>> sched = make_scheduler(opt, Recipe(warmup_iters=2), steps_per_epoch=2, epochs=4)
+    >>> lrs = []
+    >>> for _ in range(8):
+    ...     lrs.append(round(opt.param_groups[0]["lr"], 6)); opt.step(); sched.step()
+    >>> lrs
+    [0.01, 0.01, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    """
+    from torch.optim.lr_scheduler import ChainedScheduler, ConstantLR, CosineAnnealingLR, MultiStepLR
+
+    total = (recipe.schedule_epochs or epochs) * steps_per_epoch
+    if recipe.schedule == "step":
+        main = MultiStepLR(optimizer, [round(m * total) for m in recipe.milestones], gamma=recipe.gamma)
+    else:
+        main = CosineAnnealingLR(optimizer, T_max=total)
+    if recipe.warmup_iters == 0:
+        return ChainedScheduler([main])
+    warmup = ConstantLR(optimizer, factor=recipe.warmup_lr / recipe.lr, total_iters=recipe.warmup_iters)
+    return ChainedScheduler([warmup, main])
+
+
+def train(model: ArchSpec | str | nn.Module, data: Data, epochs: int, recipe: Recipe | None = None, *,
+          seed: int = 0, on_epoch: Callable[[EpochReport], bool | None] | None = None,
+          checkpoint_dir: str | os.PathLike | None = None, mixed_precision: str | None = None,
+          channels_last: bool | None = None, torch_compile: bool = False, test: bool = False,
+          progress: bool = False) -> TrainResult:
+    """Train ``model`` (a spec, its string, or a module) on ``data`` for ``epochs`` epochs.
+
+    A spec is built for the data's channels and classes. With ``checkpoint_dir`` the state is saved
+    after every epoch and a run finding a checkpoint there resumes from it. ``test`` also reports
+    the error on the test split at the end; ``progress`` shows a bar (plain lines when not a terminal).
+    ``mixed_precision`` defaults to bf16 where the GPU has it, ``channels_last`` to on with CUDA.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+
+    recipe = recipe or Recipe()
+    _check_budget(epochs, recipe)
+    accelerator = Accelerator(mixed_precision=mixed_precision or default_precision(),
+                              dataloader_config=DataLoaderConfiguration(non_blocking=True))
+    set_seed(seed)  # the same seed on every process: ranks draw the same numbers, so one RNG state resumes all
+    model, spec = _model(model, data)
+    params, macs = count_params(model), count_macs(model, data.input_size)
+    if accelerator.device.type == "cuda" if channels_last is None else channels_last:
+        model = model.to(memory_format=torch.channels_last)  # NHWC: what tensor cores want for convs
+    run = dict(spec=spec, recipe=dataclasses.asdict(recipe), seed=seed, data=data.name,
+               schedule_epochs=recipe.schedule_epochs or epochs)
+    history = dict(train_loss=[], val_error=[], val_loss=[], epoch_seconds=[])
+    start = time.perf_counter()
+    try:
+        status, reason, test_error = _fit(accelerator, model, data, epochs, recipe, run, history, on_epoch,
+                                          checkpoint_dir, torch_compile, test, progress)
+    except torch.cuda.OutOfMemoryError as e:
+        status, reason, test_error, model = "oom", str(e).splitlines()[0], None, None
+    result = TrainResult(status, reason, len(history["train_loss"]), seconds=time.perf_counter() - start,
+                         params=params, macs=macs, spec=spec, test_error=test_error, model=model, **history)
+    accelerator.free_memory()  # outside the except block: its traceback no longer pins the tensors
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result
+
+
+def _fit(accelerator, model: nn.Module, data: Data, epochs: int, recipe: Recipe, run: dict, history: dict,
+         on_epoch, checkpoint_dir, torch_compile: bool, test: bool, progress: bool) -> tuple[str, str, float | None]:
+    """The training proper; fills ``history`` in place and returns (status, reason, test error)."""
+    raw_model = model
+    raw_optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                    weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    generator = torch.Generator().manual_seed(run["seed"])  # the training order; saved in checkpoints
+    train_loader = data.loader("train", recipe.batch_size, device=accelerator.device, generator=generator)
+    val_loader = data.loader("val", 2 * recipe.batch_size, device=accelerator.device)
+    model, optimizer, train_loader, val_loader = accelerator.prepare(
+        torch.compile(model) if torch_compile else model, raw_optimizer, train_loader, val_loader)
+    if len(train_loader) == 0:
+        raise ValueError(f"batch_size: {recipe.batch_size} exceeds the {len(data.train)} training images "
+                         f"({accelerator.num_processes} processes)")
+    # The scheduler stays outside prepare: it is stepped once per iteration on every process.
+    scheduler = make_scheduler(raw_optimizer, recipe, len(train_loader), epochs)
+    path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    if path is not None and path.exists():
+        history.update(load_checkpoint(path, raw_model, raw_optimizer, scheduler, generator, run))
+
+    bar = _Progress(accelerator, epochs, len(train_loader), enabled=progress)
+    try:
+        for epoch in range(len(history["train_loss"]), epochs):
+            t0 = time.perf_counter()
+            loss = train_epoch(accelerator, model, train_loader, optimizer, scheduler, recipe.max_loss, bar.step)
+            val_error, val_loss = evaluate(accelerator, model, val_loader)
+            report = EpochReport(epoch + 1, epochs, loss, val_error, val_loss, scheduler.get_last_lr()[0],
+                                 time.perf_counter() - t0)
+            history["train_loss"].append(loss)
+            history["val_error"].append(val_error)
+            history["val_loss"].append(val_loss)
+            history["epoch_seconds"].append(report.seconds)
+            bar.epoch(report)
+            if path is not None:
+                save_checkpoint(path, accelerator, raw_model, raw_optimizer, scheduler, generator, run, history)
+            stop = _agreed_stop(accelerator, _ask(on_epoch, report))
+            if stop is not None:
+                return stop.status, stop.reason, None
+    except Diverged as e:
+        return "diverged", str(e), None
+    finally:
+        bar.close()
+    if not test or data.test is None:
+        return "ok", f"trained {epochs} epochs", None
+    test_loader = accelerator.prepare(data.loader("test", 2 * recipe.batch_size, device=accelerator.device))
+    return "ok", f"trained {epochs} epochs", evaluate(accelerator, model, test_loader)[0]
+
+
+def _check_budget(epochs: int, recipe: Recipe) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs: {epochs!r} must be a positive integer")
+    if recipe.schedule_epochs is not None and epochs > recipe.schedule_epochs:
+        raise ValueError(f"epochs: {epochs} exceeds schedule_epochs={recipe.schedule_epochs}, "
+                         "the budget the schedule is defined on")
+
+
+def _model(model: ArchSpec | str | nn.Module, data: Data) -> tuple[nn.Module, str | None]:
+    if isinstance(model, nn.Module):
+        spec = getattr(model, "spec", None)
+        return model, None if spec is None else str(spec)
+    spec = ArchSpec.parse(model) if isinstance(model, str) else model
+    spec = spec.replace(in_chans=data.input_size[0], num_classes=data.num_classes)
+    return build(spec), str(spec)
+
+
+def train_epoch(accelerator, model: nn.Module, loader, optimizer, scheduler, max_loss: float,
+                on_step: Callable[[], None] = lambda: None) -> float:
+    """One pass over ``loader``; the mean train loss over processes.
+
+    Raises Diverged within CHECK_EVERY steps of a loss that is NaN, inf or above ``max_loss``.
+    """
+    model.train()
+    total = torch.zeros((), device=accelerator.device)
+    peak = torch.zeros((), device=accelerator.device)  # NaN-propagating max since the last check
+    steps = 0
+    for steps, (x, y) in enumerate(loader, start=1):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        total += loss.detach()
+        peak = torch.maximum(peak, loss.detach())
+        if steps % CHECK_EVERY == 0:
+            _check(accelerator, peak, max_loss, steps)
+        on_step()
+    _check(accelerator, peak, max_loss, steps)
+    return accelerator.reduce(total, "mean").item() / max(steps, 1)
+
+
+def _check(accelerator, peak: torch.Tensor, max_loss: float, step: int) -> None:
+    worst = accelerator.gather(peak.float().reshape(1))
+    bad = worst[~torch.isfinite(worst) | (worst > max_loss)]
+    if len(bad):
+        raise Diverged(f"train loss {bad[0].item():.4g} at step {step} of the epoch (limit {max_loss:g})")
+    peak.zero_()
+
+
+@torch.no_grad()
+def evaluate(accelerator, model: nn.Module, loader) -> tuple[float, float]:
+    """Error rate and mean loss over the whole split, gathered from all processes."""
+    model.eval()
+    wrong = torch.zeros((), device=accelerator.device)
+    loss_sum = torch.zeros((), device=accelerator.device)
+    count = 0
+    for x, y in loader:
+        logits = model(x)
+        losses = F.cross_entropy(logits.float(), y, reduction="none")
+        pred, y, losses = accelerator.gather_for_metrics((logits.argmax(1), y, losses))
+        wrong += (pred != y).sum()
+        loss_sum += losses.sum()
+        count += len(y)
+    return wrong.item() / count, loss_sum.item() / count
+
+
+def _ask(on_epoch, report: EpochReport) -> StopTraining | None:
+    if on_epoch is None:
+        return None
+    try:
+        stop = on_epoch(report)
+    except StopTraining as e:
+        return e
+    return StopTraining(f"on_epoch stopped training after epoch {report.epoch}") if stop else None
+
+
+def _agreed_stop(accelerator, stop: StopTraining | None) -> StopTraining | None:
+    """Every process stops when one does, or the others would wait forever in the next collective."""
+    if stop is not None and stop.status not in STATUSES:
+        raise ValueError(f"StopTraining status: {stop.status!r} is unknown; allowed: {', '.join(STATUSES)}")
+    anyone = accelerator.gather(torch.tensor([stop is not None], device=accelerator.device)).any().item()
+    return stop or (StopTraining("stopped by on_epoch on another process") if anyone else None)
+
+
+class _Progress:
+    """A rich bar on a terminal, one plain line per epoch otherwise; only on the main process."""
+
+    def __init__(self, accelerator, epochs: int, steps: int, enabled: bool):
+        from rich.console import Console
+
+        self.accelerator, self.bar = accelerator, None
+        self.enabled = enabled and accelerator.is_main_process
+        if self.enabled and Console().is_terminal:
+            from rich.progress import Progress
+
+            self.bar = Progress(*Progress.get_default_columns())
+            self.task = self.bar.add_task("training", total=epochs * steps)
+            self.bar.start()
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def epoch(self, r: EpochReport) -> None:
+        line = (f"epoch {r.epoch}/{r.epochs}  train loss {r.train_loss:.4f}  val error {r.val_error:.2%}  "
+                f"lr {r.lr:.4g}  {r.seconds:.1f}s")
+        if self.bar is not None:
+            self.bar.console.print(line, highlight=False)  # above the bar, which stays at the bottom
+        elif self.enabled:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# ---- checkpoints: tensors in safetensors, everything else as JSON in its header ---------------------------
+def save_checkpoint(path: Path, accelerator, model: nn.Module, optimizer, scheduler, generator: torch.Generator,
+                    run: dict, history: dict) -> None:
+    """Write the whole training state atomically (temp file + os.replace); main process only writes."""
+    from safetensors.torch import save_file
+
+    if accelerator.is_main_process:
+        state = dict(run=run, epoch=len(history["train_loss"]), history=history, model=model.state_dict(),
+                     optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=_rng_state(generator))
+        tensors: dict[str, torch.Tensor] = {}
+        header = _encode(state, "", tensors)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, tmp, metadata={"resnas": json.dumps(header)})
+        os.replace(tmp, path)
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, generator: torch.Generator,
+                    run: dict) -> dict:
+    """Restore the state saved by save_checkpoint into the given objects; returns the history."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        header = json.loads(f.metadata()["resnas"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    state = _decode(header, tensors)
+    if state["run"] != json.loads(json.dumps(run)):
+        diff = sorted(k for k in run if state["run"].get(k) != json.loads(json.dumps(run[k])))
+        raise ValueError(f"checkpoint: {path} belongs to another run (differs in {', '.join(diff)}); "
+                         "remove it or use another directory")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"], generator)
+    return state["history"]
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = dict(torch=torch.get_rng_state(), loader=generator.get_state(), python=random.getstate())
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["loader"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON-able form of a state dict; tensors go to ``tensors`` under their path."""
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().cpu().contiguous()
+        return {"__tensor__": path}
+    if isinstance(obj, dict):
+        if isinstance(obj, Counter) or not all(isinstance(k, str) for k in obj):  # JSON keys must be strings
+            return {"__items__": [[k, _encode(v, f"{path}/{k}", tensors)] for k, v in obj.items()],
+                    "__counter__": isinstance(obj, Counter)}
+        return {k: _encode(v, f"{path}/{k}", tensors) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"__float__": repr(obj)}
+    return obj
+
+
+def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__float__" in obj:
+            return float(obj["__float__"])
+        if "__items__" in obj:
+            items = {k: _decode(v, tensors) for k, v in obj["__items__"]}
+            return Counter(items) if obj["__counter__"] else items
+        return {k: _decode(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    return obj

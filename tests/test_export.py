@@ -1,0 +1,85 @@
+"""Export: a timm local-dir folder that rebuilds the network with its weights and describes its input."""
+
+import json
+
+import pytest
+import timm
+import torch
+
+import resnas
+from resnas.export import ExportError, export, load, read_config
+
+SPEC = "depth=8,widths=8-16-32,in_chans=1,act=original,shortcut=exclusive_gate,gate_bias=-6"
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    model = resnas.build(SPEC)
+    model.train()
+    model(torch.randn(16, 1, 8, 8))  # move the BN running statistics away from their init
+    return model.eval()
+
+
+def test_local_dir_rebuilds_identical_logits(net, tmp_path):
+    export(net, tmp_path, input_size=(1, 8, 8), mean=(0.3,), std=(0.4,), crop_pct=1.0)
+    again = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(net(x), again(x))
+    assert str(again.spec) == str(net.spec)
+    assert torch.equal(load(tmp_path).eval()(x), net(x))
+
+
+def test_config_describes_architecture_and_input(net, tmp_path):
+    export(net, tmp_path, input_size=(1, 8, 8), mean=(0.3,), std=(0.4,), crop_pct=1.0)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architecture"] == "resnas_spec"
+    assert config["model_args"] == {"spec": str(net.spec)}
+    cfg = config["pretrained_cfg"]
+    assert (cfg["input_size"], cfg["mean"], cfg["std"], cfg["num_classes"]) == ([1, 8, 8], [0.3], [0.4], 10)
+    assert cfg["pool_size"] == [2, 2]  # 8x8 through the CIFAR stages: 8 -> 4 -> 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    model = timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
+    data_cfg = timm.data.resolve_data_config(model=model)
+    assert tuple(data_cfg["input_size"]) == (1, 8, 8) and tuple(data_cfg["mean"]) == (0.3,)
+
+
+def test_default_input_is_the_layouts(tmp_path):
+    net = resnas.build("depth=8,num_classes=7")
+    cfg = read_config(export(net, tmp_path))["pretrained_cfg"]
+    assert cfg["input_size"] == [3, 32, 32] and cfg["num_classes"] == 7 and cfg["pool_size"] == [8, 8]
+
+
+def test_bad_folders_are_one_line_errors(net, tmp_path):
+    with pytest.raises(ExportError, match="is not a directory"):
+        load(tmp_path / "nope")
+    with pytest.raises(ExportError, match="has no config.json"):
+        load(tmp_path)
+    export(net, tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ExportError, match="not valid JSON"):
+        load(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "resnet50", "model_args": {}}))
+    with pytest.raises(ExportError, match="architecture 'resnet50'; allowed: resnas_spec"):
+        read_config(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "resnas_spec", "model_args": {"spec": "depth=20"},
+                                                      "pretrained_cfg": {}}))
+    with pytest.raises(ExportError, match="cannot load") as e:
+        load(tmp_path)  # the weights are those of a depth-8 net
+    assert "\n" not in str(e.value)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(ExportError, match="has no model.safetensors"):
+        load(tmp_path)
+
+
+def test_export_needs_a_resnas_network(tmp_path):
+    with pytest.raises(ExportError, match="has no spec"):
+        export(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import resnas.export
+
+    assert doctest.testmod(resnas.export).failed == 0
