@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -96,6 +97,391 @@ def summary(model: str, num_classes: int | None, in_chans: int | None, input_siz
     for info, f in zip(net.feature_info, feats):
         table.add_row(info["module"], f"{tuple(f.shape[1:])} (reduction {info['reduction']})")
     console.print(table)
+
+
+# dataset -> (recipe, default epochs): the paper's budgets; digits converges in 30 (STACK.md)
+TRAIN_DEFAULTS = {"digits": ("digits", 30), "cifar10": ("cifar", 164), "cifar100": ("cifar", 164),
+                  "imagenet": ("imagenet", 90), "folder": ("imagenet", 90)}
+
+
+@cli.command()
+@click.option("--model", "model_name", required=True, help="A registered name (preact_resnet164) or a spec string.")
+@click.option("--dataset", type=click.Choice(list(TRAIN_DEFAULTS)), default="digits", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the data set is (or is downloaded to).")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Epochs to train [default: 30 digits, 164 CIFAR, 90 ImageNet].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Per-process batch [default: the recipe's].")
+@click.option("--lr", type=float, help="Learning rate after the warm-up [default: 0.1].")
+@click.option("--schedule", type=click.Choice(["step", "cosine"]), help="lr /10 at 50% and 75% (step) or cosine.")
+@click.option("--schedule-epochs", type=click.IntRange(min=1),
+              help="Budget the schedule is defined on [default: --epochs].")
+@click.option("--warmup-iters", type=click.IntRange(min=0), help="Iterations at lr 0.01 first [default: the recipe's].")
+@click.option("--output", type=click.Path(file_okay=False), default="resnas-model", show_default=True,
+              help="Folder for the timm local-dir export and the checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --output.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=8), default=224, show_default=True, help="For imagenet / folder.")
+@click.option("--download/--no-download", default=True, show_default=True, help="Download CIFAR when missing.")
+@click.option("--mixed-precision", type=click.Choice(["no", "bf16", "fp16"]),
+              help="[default: bf16 on a GPU that has it]")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network.")
+def train(model_name: str, dataset: str, data_dir: str | None, epochs: int | None, batch_size: int | None,
+          lr: float | None, schedule: str | None, schedule_epochs: int | None, warmup_iters: int | None, output: str,
+          resume: bool, seed: int, image_size: int, download: bool, mixed_precision: str | None,
+          compile_: bool) -> None:
+    """Train one network, print its val/test error, export it for timm.
+
+    The recipe is the paper's (SGD 0.9, wd 1e-4, lr 0.1, lr /10 at 50% and 75% of the epochs; a
+    warm-up at lr 0.01 for 400 iterations on CIFAR; lr /10 at epochs 30 and 60 and batch 256 on
+    ImageNet); every option above overrides it. --output becomes a folder that
+    timm.create_model('local-dir:OUTPUT', pretrained=True) loads.
+
+    \b
+    Examples:
+      resnas train --model "depth=20,act=preact" --dataset digits --epochs 30 --output digits-r20
+      resnas train --model preact_resnet164 --dataset cifar10 --data-dir ~/data --output r164
+    """
+    from pathlib import Path
+
+    from . import data as data_mod
+    from . import export as export_mod
+    from . import train as train_mod
+
+    checkpoint = Path(output) / train_mod.CHECKPOINT
+    if checkpoint.exists() and not resume:
+        raise UserError(f"output: {output} holds a checkpoint; pass --resume to continue it or choose another --output")
+    recipe_name, default_epochs = TRAIN_DEFAULTS[dataset]
+    overrides = dict(batch_size=batch_size, lr=lr, schedule=schedule, schedule_epochs=schedule_epochs,
+                     warmup_iters=warmup_iters)
+    try:
+        recipe = train_mod.RECIPES[recipe_name](**{k: v for k, v in overrides.items() if v is not None})
+        data = data_mod.load_data(dataset, data_dir, download=download, image_size=image_size)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    net = resolve_model(model_name, num_classes=data.num_classes, in_chans=data.input_size[0])
+    try:
+        result = train_mod.train(net, data, epochs or default_epochs, recipe, seed=seed, checkpoint_dir=output,
+                                 mixed_precision=mixed_precision, torch_compile=compile_, test=True, progress=True)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under accelerate launch, one process reports and writes
+        raise click.exceptions.Exit(0 if result.ok else 1)
+    _report(result, data)
+    if not result.ok:
+        raise click.exceptions.Exit(1)
+    export_mod.export(result.model, output, **data.pretrained_cfg())
+    console.print(f"saved: timm.create_model('local-dir:{output}', pretrained=True)", highlight=False)
+
+
+def _report(result, data) -> None:
+    table = Table("", "value", title=f"resnas train: {data.name}", show_header=False)
+    table.columns[1].overflow = "fold"
+    table.add_row("spec", str(result.spec))
+    table.add_row("status", f"{result.status} ({result.reason})")
+    table.add_row("params", f"{result.params:,}")
+    table.add_row("MACs / image", f"{result.macs / 1e6:,.2f}M")
+    if result.val_error:
+        table.add_row("val error", f"{result.val_error[-1]:.2%} (epoch {result.epochs})")
+    if result.test_error is not None:
+        table.add_row("test error", f"{result.test_error:.2%}")
+    table.add_row("time", f"{result.seconds:.1f}s")
+    console.print(table)
+
+
+# ---- search ---------------------------------------------------------------------------------------
+def _search_errors():
+    """The error types of the search layers, shown as one line with exit code 2."""
+    from .data import DataError
+    from .export import ExportError
+    from .space import SpaceError
+    from .study import StudyError
+
+    return (SpaceError, StudyError, DataError, ExportError)
+
+
+class SearchDisplay:
+    """Live view of a search: a trials bar, the current trial's epochs, and the best so far."""
+
+    def __init__(self, total: int | None, epochs: int, live: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.live, self.epochs, self.best, self.seen = live, epochs, None, set()
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console,
+                                 disable=not live)
+        self.trials = self.progress.add_task("trials", total=total, note="")
+        self.current = self.progress.add_task("trial -", total=epochs, note="")
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def on_epoch(self, number: int, report) -> None:
+        self.progress.update(self.current, description=f"trial {number}", completed=report.epoch,
+                             note=f"val error {report.val_error:.4f}")
+
+    def poll(self, study) -> None:
+        """Worker processes train; the parent follows the study in the storage."""
+        from optuna.trial import TrialState
+
+        finished = [t for t in study.get_trials(deepcopy=False)
+                    if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+        for t in finished:
+            if t.number not in self.seen:
+                self.seen.add(t.number)
+                self.on_trial(study, t)
+
+    def on_trial(self, study, trial) -> None:
+        error = trial.values[0] if trial.values else None
+        if error is not None and (self.best is None or error < self.best[0]):
+            self.best = (error, trial.number)
+        status = trial.user_attrs.get("status", trial.state.name.lower())
+        best = f"best {self.best[0]:.4f} (trial {self.best[1]})" if self.best else ""
+        self.progress.update(self.trials, advance=1, note=best)
+        self.progress.reset(self.current, total=self.epochs, description="trial -")
+        if not self.live:
+            shown = f"{error:.4f}" if error is not None else "-"
+            console.print(f"trial {trial.number}: {status} val_error {shown} {trial.user_attrs.get('spec', '')}",
+                          highlight=False, soft_wrap=True)
+
+
+def _storage_option(f):
+    return click.option("--storage", envvar="RESNAS_STORAGE", show_envvar=True,
+                        help="Optuna storage URL [default: sqlite:///resnas.db].")(f)
+
+
+def _study_option(f):
+    return click.option("--study", "study_name", help="Study name [default: the space's name].")(f)
+
+
+@cli.command()
+def spaces() -> None:
+    """List the built-in search spaces.
+
+    \b
+    Example:
+      resnas spaces
+    """
+    from .space import builtin_spaces, load_space
+
+    table = Table("space", "sampler", "points / trials", "description", title="resnas search spaces")
+    table.columns[3].overflow = "fold"
+    for name in builtin_spaces():
+        space = load_space(name)
+        size = f"{len(space.grid_points())} points" if space.sampler == "grid" else f"{space.trials or '-'} trials"
+        table.add_row(name, space.sampler, size, space.description)
+    console.print(table)
+
+
+@cli.command()
+@click.option("--space", "space_name", default="default", show_default=True, help="A built-in space or a YAML file.")
+@click.option("--dataset", help="Data set [default: the space's]: digits, cifar10, cifar100, imagenet, folder.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the data set is (or is downloaded to).")
+@_storage_option
+@_study_option
+@click.option("--trials", type=click.IntRange(min=0), help="Trials to run now [default: the space's, or the grid].")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop starting trials after SEC seconds.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs per candidate [default: the space's].")
+@click.option("--seed", type=int, help="Sampler and training seed [default: the space's].")
+@click.option("--devices", help="One worker process per device: cuda:0,cuda:1,... (or cpu,cpu).")
+@click.option("--workers", type=click.IntRange(min=1), help="N worker processes on the CPU (or on N GPUs).")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Rows of the final table.")
+def search(space_name: str, dataset: str | None, data_dir: str | None, storage: str | None, study_name: str | None,
+           trials: int | None, timeout: float | None, epochs: int | None, seed: int | None, devices: str | None,
+           workers: int | None, top: int) -> None:
+    """Search the space's residual-unit designs on a data set with Optuna.
+
+    Resumes the study when it exists. With no arguments: the `default` space on digits, a few
+    minutes on a CPU. Under `accelerate launch -m resnas search ...` every process trains each trial
+    together while the first drives Optuna.
+
+    \b
+    Examples:
+      resnas search
+      resnas search --space paper_table2 --dataset cifar10 --data-dir ./data --devices cuda:0,cuda:1
+      resnas search --space full --storage postgresql://user@db-host/resnas --workers 4
+    """
+    import optuna
+
+    from .space import DATASETS, load_space
+    from .study import Search, mask_url, run_distributed, run_search, run_workers
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the display reports each trial
+
+    try:
+        space = load_space(space_name)
+        if dataset is not None and dataset not in DATASETS:
+            raise UserError(f"dataset: {dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
+        device_list = _devices(devices, workers)
+        job = Search(space, storage=storage, study_name=study_name, dataset=dataset, data_dir=data_dir,
+                     trials=trials, timeout=timeout, epochs=epochs, seed=seed)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under accelerate launch / torchrun
+            study = run_distributed(job)
+            if study is None:  # not the main process
+                return
+        elif device_list:
+            with SearchDisplay(trials, job.max_epochs, live=console.is_terminal) as display:
+                study = run_workers(job, device_list, poll=display.poll)
+        else:
+            total = len(space.grid_points()) if space.sampler == "grid" else (trials or space.trials)
+            with SearchDisplay(total, job.max_epochs, live=console.is_terminal) as display:
+                job.callbacks, job.on_epoch = [display.on_trial], display.on_epoch
+                study = run_search(job)
+    except _search_errors() as e:
+        raise UserError(str(e)) from None
+    _print_best(study, top)
+    console.print(f"dashboard: resnas dashboard --storage '{mask_url(job.storage_url)}'", highlight=False,
+                  soft_wrap=True)
+
+
+def _devices(devices: str | None, workers: int | None) -> list[str]:
+    """--devices cuda:0,cuda:1 or --workers N (N GPUs when there are, else N CPU processes)."""
+    import torch
+
+    if devices:
+        names = [d.strip() for d in devices.split(",") if d.strip()]
+        count = torch.cuda.device_count()
+        for d in names:
+            if d != "cpu" and not (d.startswith("cuda:") and d[5:].isdigit() and int(d[5:]) < count):
+                allowed = ", ".join(["cpu"] + [f"cuda:{i}" for i in range(count)])
+                raise UserError(f"devices: {d!r} is not a device here; allowed: {allowed}")
+        if workers is not None and workers != len(names):
+            raise UserError(f"workers: {workers} does not match the {len(names)} devices given")
+        return names
+    if workers is None:
+        return []
+    count = torch.cuda.device_count()
+    return [f"cuda:{i % count}" for i in range(workers)] if count else ["cpu"] * workers
+
+
+def _print_best(study, top: int) -> None:
+    from .study import ranked_trials
+
+    table = Table("rank", "trial", "val error", "params", "MACs", "epochs", "spec", title=f"best of {study.study_name}")
+    table.columns[-1].overflow = "fold"
+    for rank, t in enumerate(ranked_trials(study)[:top], start=1):
+        table.add_row(str(rank), str(t.number), f"{t.values[0]:.4f}", f"{t.user_attrs.get('params', 0):,}",
+                      _si(t.user_attrs.get("macs", 0)), str(t.user_attrs.get("epochs", "")),
+                      t.user_attrs.get("spec", ""))
+    console.print(table)
+
+
+def _si(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:g}"
+
+
+def _load_study(storage: str | None, study_name: str | None):
+    import optuna
+
+    from .study import DEFAULT_STORAGE, StudyError, mask_url, open_storage
+
+    url = storage or DEFAULT_STORAGE
+    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
+        raise UserError(f"storage: {url[len('sqlite:///'):]} does not exist; run resnas search first or pass --storage")
+    try:
+        store = open_storage(url)
+        names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+    except StudyError as e:
+        raise UserError(str(e)) from None
+    if study_name is None:
+        if len(names) != 1:
+            raise UserError(f"study: {len(names)} studies in {mask_url(url)}; pick one with --study: "
+                            f"{', '.join(names)}")
+        study_name = names[0]
+    if study_name not in names:
+        raise UserError(f"study: {study_name!r} not in {mask_url(url)}; allowed: {', '.join(names) or '(none)'}")
+    return optuna.load_study(study_name=study_name, storage=store), url
+
+
+@cli.command()
+@_storage_option
+@_study_option
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def best(storage: str | None, study_name: str | None, top: int, as_json: bool) -> None:
+    """The best designs of a study, ranked.
+
+    \b
+    Examples:
+      resnas best --top 5
+      resnas best --storage sqlite:///resnas.db --study default --json
+    """
+    import json
+
+    from .study import ranked_trials
+
+    study, _ = _load_study(storage, study_name)
+    if not as_json:
+        _print_best(study, top)
+        return
+    rows = [dict(rank=i, trial=t.number, values=t.values, spec=t.user_attrs.get("spec"),
+                 timm=t.user_attrs.get("timm"), params=t.user_attrs.get("params"), macs=t.user_attrs.get("macs"),
+                 epochs=t.user_attrs.get("epochs"), params_suggested=t.params)
+            for i, t in enumerate(ranked_trials(study)[:top], start=1)]
+    click.echo(json.dumps(dict(study=study.study_name, directions=[d.name.lower() for d in study.directions],
+                               trials=rows), indent=2))
+
+
+@cli.command("export")
+@_storage_option
+@_study_option
+@click.option("--trial", "number", type=click.IntRange(min=0), help="Trial number [default: the best].")
+@click.option("--output", type=click.Path(file_okay=False), required=True, help="Folder to write (timm local-dir).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Data, when the trial must be retrained.")
+def export_cmd(storage: str | None, study_name: str | None, number: int | None, output: str,
+               data_dir: str | None) -> None:
+    """Write a trial's network as a timm local-dir folder (config.json + model.safetensors).
+
+    Uses the weights the trial kept as artifacts; a trial without them is retrained (said so).
+
+    \b
+    Example:
+      resnas export --output best-net
+      python -c "import timm, resnas; timm.create_model('local-dir:best-net', pretrained=True)"
+    """
+    from .study import export_trial
+
+    study, url = _load_study(storage, study_name)
+    try:
+        folder, how = export_trial(study, url, number, output, data_dir)
+    except _search_errors() as e:
+        raise UserError(str(e)) from None
+    console.print(f"wrote {folder} ({how}); load it with timm.create_model('local-dir:{folder}', pretrained=True)",
+                  highlight=False, soft_wrap=True)
+
+
+@cli.command()
+@_storage_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless you say).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def dashboard(storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard for a storage and its artifacts.
+
+    \b
+    Example:
+      resnas dashboard --storage sqlite:///resnas.db --port 8080
+    """
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise UserError("dashboard: optuna-dashboard is not installed; pip install 'resnas[dashboard]'") from None
+    from .space import Space
+    from .study import DEFAULT_STORAGE, Search, artifact_store, mask_url
+
+    url = storage or DEFAULT_STORAGE
+    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
+        raise UserError(f"storage: {url[len('sqlite:///'):]} does not exist; run resnas search first or pass --storage")
+    store = artifact_store(Search(Space(name="-"), storage=url))
+    console.print(f"optuna-dashboard on http://{host}:{port} for {mask_url(url)}", highlight=False)
+    run_server(url, host=host, port=port, artifact_store=store)
 
 
 def main(argv: list[str] | None = None) -> int:

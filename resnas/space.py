@@ -230,6 +230,7 @@ def _build(raw: Any, source: str, default_name: str) -> Space:
     if len(objectives) == 2 and pruner != "none":
         raise SpaceError("pruner: Optuna cannot prune multi-objective studies; allowed with two objectives: none")
     recipe = _mapping(raw.get("recipe", {}), "recipe", RECIPE_KEYS)
+    _check_recipe(recipe)
     trials = raw.get("trials")
     out = Space(
         name=_string(raw.get("name", default_name), "name"),
@@ -243,6 +244,15 @@ def _build(raw: Any, source: str, default_name: str) -> Space:
     )
     _check_points(out)
     return out
+
+
+def _check_recipe(recipe: dict) -> None:
+    from .train import Recipe
+
+    try:
+        Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()})
+    except (TypeError, ValueError) as e:
+        raise SpaceError(f"recipe: {e}") from None
 
 
 def _choices(space: dict) -> dict[str, Any]:
@@ -282,7 +292,8 @@ def _choices(space: dict) -> dict[str, Any]:
         c["widths"] = tuple(tuple(_integer(x, "space.widths", 1) for x in _list(w, "space.widths"))
                             for w in _list(space["widths"], "space.widths"))
     if "down" in space:
-        c["down"] = tuple(_one_of(v, "space.down", ("projection", "zeropad")) for v in _list(space["down"], "space.down"))
+        downs = _list(space["down"], "space.down")
+        c["down"] = tuple(_one_of(v, "space.down", ("projection", "zeropad")) for v in downs)
     _unique(c)
     return c
 

@@ -153,7 +153,7 @@ class ArchSpec:
             value = getattr(self, name)
             lowest = 1 if name == "in_chans" else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise ValueError(f"{name}: {value!r} must be an integer >= {lowest} ({'positive' if lowest else 'non-negative'})")
+                raise ValueError(f"{name}: {value!r} must be an integer >= {lowest}")
 
     # ---- derived ------------------------------------------------------------------------------
     @property

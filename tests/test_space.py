@@ -145,3 +145,8 @@ def test_any_yaml_gives_a_space_or_one_line_error(doc):
         parse_space(yaml.safe_dump(doc))
     except SpaceError as e:
         assert "\n" not in str(e) and str(e).startswith("<space>: ")
+
+
+def test_bad_recipe_is_a_space_error():
+    with pytest.raises(SpaceError, match="^<space>: recipe: lr: -1"):
+        parse_space("recipe: {lr: -1}\nspace: {depth: [8]}")

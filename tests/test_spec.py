@@ -79,7 +79,7 @@ def test_depth_and_letters():
     (lambda: ArchSpec(widths=(16, 32)), "widths", "3 positive widths"),
     (lambda: ArchSpec(layers=(0, 1, 1)), "layers", "positive"),
     (lambda: ArchSpec(width=0), "width", "(0, 16]"),
-    (lambda: ArchSpec(in_chans=0), "in_chans", "positive"),
+    (lambda: ArchSpec(in_chans=0), "in_chans", ">= 1"),
     (lambda: ArchSpec.parse("depth=20,colour=red"), "colour", "allowed: act"),
     (lambda: ArchSpec.parse("depth=twenty"), "depth", "not an integer"),
     (lambda: ArchSpec.parse("depth=20,depth=32"), "depth", "twice"),

@@ -1,0 +1,469 @@
+"""Optuna studies over a search space: storage, sampler, pruner, the objective and its trial records.
+
+    >>> from resnas.space import load_space
+    >>> from resnas.study import Search, run_search
+    >>> search = Search(load_space("default"), storage="sqlite:///resnas.db", trials=4)   # doctest: +SKIP
+    >>> study = run_search(search)                                                         # doctest: +SKIP
+
+Each trial keeps, as user attributes the dashboard shows: the spec string, the ``timm.create_model``
+call that rebuilds it, params, MACs, per-epoch train loss / validation error / seconds, the device,
+and its status and reason (ok, pruned, diverged, oom, failed). Completed candidates that rank among
+the best keep their weights as Optuna artifacts beside the database.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from .data import load_data
+from .export import export
+from .space import Space
+from .train import RECIPES, Recipe, StopTraining, train
+
+DEFAULT_STORAGE = "sqlite:///resnas.db"
+WEIGHTS_TOP_K = 3  # completed trials whose weights are kept as artifacts
+
+
+class StudyError(ValueError):
+    """A storage or study that cannot be used (one line, exit code 2 in the CLI)."""
+
+
+@dataclass
+class Search:
+    """One ``resnas search``: a space, where its study lives, and the budget of this run."""
+
+    space: Space
+    storage: str | None = None
+    study_name: str | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    trials: int | None = None
+    timeout: float | None = None
+    epochs: int | None = None  # overrides the space's epochs.max
+    seed: int | None = None
+    device: str | None = None
+    callbacks: list = field(default_factory=list)  # optuna study callbacks (the CLI's display)
+    on_epoch: Any = None  # on_epoch(trial_number, EpochReport), for a live display
+
+    @property
+    def name(self) -> str:
+        return self.study_name or self.space.name
+
+    @property
+    def max_epochs(self) -> int:
+        return self.epochs or self.space.max_epochs
+
+    @property
+    def min_epochs(self) -> int:
+        return min(self.space.min_epochs, self.max_epochs)
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or os.environ.get("RESNAS_STORAGE") or DEFAULT_STORAGE
+
+
+# ---- storage, sampler, pruner -------------------------------------------------------------------
+def mask_url(url: str) -> str:
+    """The storage URL with its password replaced by ***, for every line a user sees."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    if url.startswith("sqlite:///"):
+        db = Path(url[len("sqlite:///"):])
+        if not db.parent.exists() or not os.access(db.parent, os.W_OK):
+            raise StudyError(f"storage: cannot write {db} (folder missing or not writable)")
+    try:
+        if url.startswith(("sqlite", "postgresql", "mysql")):
+            engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return optuna.storages.get_storage(url)
+    except Exception as e:
+        raise StudyError(f"storage: cannot open {mask_url(url)}: {str(e).splitlines()[0][:200]}") from None
+
+
+def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
+    if space.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if space.sampler in ("random", "grid"):  # a grid's points are enqueued; the sampler only fills gaps
+        return optuna.samplers.RandomSampler(seed=seed)
+    # multivariate + group: TPE models the conditional parameters of each shortcut kind jointly
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                          n_startup_trials=min(10, max(3, (space.trials or 30) // 3)))
+
+
+def make_pruner(search: Search) -> optuna.pruners.BasePruner:
+    kind = search.space.pruner
+    if kind == "hyperband":  # epochs are the resource
+        return optuna.pruners.HyperbandPruner(min_resource=search.min_epochs, max_resource=search.max_epochs,
+                                              reduction_factor=3)
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=search.min_epochs)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(search: Search) -> optuna.Study:
+    """Create the study, or resume it; a study made from another space is refused, never overwritten."""
+    space, seed = search.space, search.seed if search.seed is not None else search.space.seed
+    storage = open_storage(search.storage_url)
+    try:
+        study = optuna.create_study(storage=storage, study_name=search.name, load_if_exists=True,
+                                    directions=space.directions, sampler=make_sampler(space, seed),
+                                    pruner=make_pruner(search))
+    except ValueError as e:
+        raise StudyError(f"study {search.name}: {e}") from None
+    made_from = study.user_attrs.get("space")
+    if made_from is None:
+        for key, value in study_attrs(search).items():
+            study.set_user_attr(key, value)
+    elif made_from != space.name or study.user_attrs.get("dataset") != dataset_of(search):
+        raise StudyError(f"study {search.name}: made from space {made_from} on {study.user_attrs.get('dataset')}; "
+                         f"give --study NEW_NAME to search {space.name} on {dataset_of(search)}")
+    return study
+
+
+def dataset_of(search: Search) -> str:
+    return search.dataset or search.space.dataset
+
+
+def study_attrs(search: Search) -> dict[str, Any]:
+    return dict(space=search.space.name, space_file=search.space.source, dataset=dataset_of(search),
+                objectives=list(search.space.objectives), max_epochs=search.max_epochs,
+                recipe=dict(search.space.recipe))
+
+
+def enqueue_grid(study: optuna.Study, space: Space) -> int:
+    """Enqueue the grid points no trial has taken yet; a point whose trial failed is tried again."""
+    taken = [t.params for t in study.get_trials(deepcopy=False)
+             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)]
+    missing = [p for p in space.grid_points() if p not in taken]
+    for params in missing:
+        study.enqueue_trial(params, skip_if_exists=False)
+    return len(missing)
+
+
+def artifact_store(search: Search):
+    """A file-system artifact store beside an SQLite database (or in ./resnas-artifacts)."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    url = search.storage_url
+    base = Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else Path(".")
+    root = base / "resnas-artifacts"
+    root.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(root))
+
+
+# ---- the objective ------------------------------------------------------------------------------
+class Objective:
+    """Trains the candidate a trial suggests and records what the dashboard shows."""
+
+    def __init__(self, search: Search, data, store):
+        self.search, self.data, self.store = search, data, store
+        self.real_trial: optuna.Trial | None = None  # set when __call__ gets a TorchDistributedTrial
+        self.recipe = search_recipe(data.name, search.space.recipe, search.max_epochs)
+        self.seed = search.seed if search.seed is not None else search.space.seed
+
+    def __call__(self, trial: optuna.Trial):
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # recorded with its reason; the search goes on (study.optimize catch)
+            if trial.user_attrs.get("status") in (None, "running"):
+                trial.set_user_attr("status", "failed")
+                trial.set_user_attr("reason", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])
+            raise
+
+    def _run(self, trial: optuna.Trial):
+        space, data = self.search.space, self.data
+        spec = space.suggest(trial, in_chans=data.input_size[0], num_classes=data.num_classes)
+        trial.set_user_attr("spec", str(spec))
+        trial.set_user_attr("timm", f"timm.create_model('resnas_spec', spec='{spec}')")
+        trial.set_user_attr("device", self.search.device or ("cuda" if _cuda() else "cpu"))
+        trial.set_user_attr("status", "running")
+
+        single = len(space.objectives) == 1  # Optuna reports and prunes single-objective trials only
+
+        def on_epoch(report):
+            if single:
+                trial.report(report.val_error, report.epoch)
+            trial.set_user_attr("val_error", _history(trial, "val_error", report.val_error))
+            trial.set_user_attr("train_loss", _history(trial, "train_loss", report.train_loss))
+            trial.set_user_attr("epoch_seconds", _history(trial, "epoch_seconds", round(report.seconds, 3)))
+            if self.search.on_epoch is not None:
+                self.search.on_epoch(trial.number, report)
+            last = report.epoch == self.search.max_epochs  # a fully trained candidate completes
+            if single and not last and trial.should_prune():
+                raise StopTraining(f"pruned by {space.pruner} at epoch {report.epoch}", status="pruned")
+
+        result = train(spec, data, self.search.max_epochs, self.recipe, seed=self.seed + trial.number,
+                       on_epoch=on_epoch)
+        for key in ("status", "reason", "params", "macs", "epochs"):
+            trial.set_user_attr(key, getattr(result, key))
+        trial.set_user_attr("seconds", round(result.seconds, 3))
+        if result.status == "pruned":
+            raise optuna.TrialPruned(result.reason)
+        if result.status == "oom":
+            raise CandidateFailed(result.reason)  # status "oom" is already recorded
+        # a diverged candidate is a result, not a crash: the paper's "fail" rows, at chance error
+        error = result.val_error[-1] if result.status == "ok" else 1.0 - 1.0 / data.num_classes
+        values = [error] + [float(getattr(result, o)) for o in space.objectives[1:]]
+        owner = self.real_trial if self.real_trial is not None else trial
+        if result.status == "ok" and self.store is not None and isinstance(owner, optuna.Trial) \
+                and self._ranks_top(owner, error):
+            self._keep_weights(owner, result.model, spec)
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def _ranks_top(self, trial: optuna.Trial, error: float) -> bool:
+        done = sorted(t.values[0] for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        return len(done) < WEIGHTS_TOP_K or error < done[WEIGHTS_TOP_K - 1]
+
+    def _keep_weights(self, trial: optuna.Trial, model, spec) -> None:
+        from optuna.artifacts import upload_artifact
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = export(model, tmp, **self.data.pretrained_cfg())
+            for name in ("model.safetensors", "config.json"):
+                artifact_id = upload_artifact(artifact_store=self.store, file_path=str(folder / name),
+                                              study_or_trial=trial)
+                trial.set_user_attr(f"artifact:{name}", artifact_id)
+
+
+class CandidateFailed(RuntimeError):
+    """A candidate that could not be trained (out of memory); the trial is recorded FAIL with its reason."""
+
+
+def _history(trial: optuna.Trial, key: str, value: float) -> list[float]:
+    return [*trial.user_attrs.get(key, []), value]
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def search_recipe(dataset: str, overrides: dict[str, Any], max_epochs: int) -> Recipe:
+    """The data set's recipe with the space's overrides, its schedule defined on the maximum budget so
+    that epoch k means the same learning rate for every candidate (Hyperband compares them there)."""
+    base = RECIPES["digits" if dataset == "digits" else "imagenet" if dataset in ("imagenet", "folder") else "cifar"]
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return base(**{**changes, "schedule_epochs": max_epochs})
+
+
+# ---- running ------------------------------------------------------------------------------------
+def run_search(search: Search, enqueue: bool = True) -> optuna.Study:
+    """Open (or resume) the study and run ``search.trials`` more trials in this process."""
+    data = load_data(dataset_of(search), search.data_dir)
+    study = open_study(search)
+    space = search.space
+    n_trials = search.trials if search.trials is not None else space.trials
+    if space.sampler == "grid":  # the rest of the grid, or --trials of it
+        if enqueue:
+            enqueue_grid(study, space)
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        n_trials = waiting if search.trials is None else min(search.trials, waiting)
+    if n_trials == 0:
+        return study
+    objective = Objective(search, data, artifact_store(search))
+    study.optimize(objective, n_trials=n_trials, timeout=search.timeout, catch=(Exception,),
+                   callbacks=search.callbacks, gc_after_trial=True)
+    write_note(study, space)
+    return study
+
+
+def run_workers(search: Search, devices: list[str], poll=None) -> optuna.Study:
+    """One worker process per device (``cuda:0``, ``cuda:1``, ... or ``cpu`` several times) on one study.
+
+    The study is created and a grid enqueued here, once; the trials are shared out among the workers.
+    ``poll(study)`` is called about every second while they run (the CLI's display).
+    """
+    import multiprocessing as mp
+
+    load_data(dataset_of(search), search.data_dir)  # fail here, once, on missing data
+    study = open_study(search)
+    total = search.trials if search.trials is not None else search.space.trials
+    if search.space.sampler == "grid":
+        enqueue_grid(study, search.space)
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        total = waiting if search.trials is None else min(search.trials, waiting)
+    total = total if total is not None else 10 * len(devices)
+    shares = [total // len(devices) + (i < total % len(devices)) for i in range(len(devices))]
+    threads = max(1, (os.cpu_count() or 1) // len(devices))
+    ctx = mp.get_context("spawn")  # CUDA and forked processes do not mix
+    workers = [ctx.Process(target=_worker, args=(_for_worker(search, n, device), device, threads), daemon=True)
+               for n, device in zip(shares, devices) if n]
+    for w in workers:
+        w.start()
+    while any(w.is_alive() for w in workers):
+        for w in workers:
+            w.join(timeout=1.0 / len(workers))
+        if poll is not None:
+            poll(study)
+    write_note(study, search.space)
+    return study
+
+
+def run_distributed(search: Search) -> optuna.Study | None:
+    """Under ``accelerate launch``: every process trains each trial together, the main one drives Optuna.
+
+    Suggestions, reports and pruning decisions go through ``optuna_integration.TorchDistributedTrial``,
+    so all ranks build the same candidate and stop it at the same epoch. Returns the study on the main
+    process and None on the others.
+    """
+    import torch.distributed as dist
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+    from optuna_integration import TorchDistributedTrial
+
+    # joins the process group accelerate launch set up (on CPUs PartialState needs to be told so)
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    data = load_data(dataset_of(search), search.data_dir)
+    study, objective, n_trials = None, Objective(search, data, None), 0
+    if state.is_main_process:
+        study = open_study(search)
+        objective.store = artifact_store(search)
+        n_trials = search.trials if search.trials is not None else (search.space.trials or 10)
+        if search.space.sampler == "grid":
+            enqueue_grid(study, search.space)
+            waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            n_trials = waiting if search.trials is None else min(search.trials, waiting)
+    n_trials = _broadcast(n_trials)
+    for _ in range(n_trials):
+        trial = study.ask() if state.is_main_process else None
+        objective.real_trial = trial
+        try:
+            values, trial_state = objective(TorchDistributedTrial(trial)), TrialState.COMPLETE
+        except optuna.TrialPruned:
+            values, trial_state = None, TrialState.PRUNED
+        except Exception:  # recorded by the objective; the search goes on
+            values, trial_state = None, TrialState.FAIL
+        if state.is_main_process:
+            study.tell(trial, values, state=trial_state)
+        dist.barrier()
+    if state.is_main_process:
+        write_note(study, search.space)
+    return study
+
+
+def _broadcast(value: int) -> int:
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _for_worker(search: Search, trials: int, device: str) -> Search:
+    return Search(search.space, storage=search.storage_url, study_name=search.name, dataset=search.dataset,
+                  data_dir=search.data_dir, trials=trials, timeout=search.timeout, epochs=search.epochs,
+                  seed=search.seed, device=device)
+
+
+def _worker(search: Search, device: str, threads: int) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.partition(":")[2] or "0"
+    else:
+        os.environ["ACCELERATE_USE_CPU"] = "1"
+        torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run_search(search, enqueue=False)
+
+
+def write_note(study: optuna.Study, space: Space, top: int = 5) -> None:
+    """The study's Markdown note in optuna-dashboard: the space and its best designs."""
+    from optuna_dashboard import save_note
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {}
+    for t in trials:
+        status = t.user_attrs.get("status", t.state.name.lower())
+        counts[status] = counts.get(status, 0) + 1
+    lines = [f"# {space.name}", "", space.description, "",
+             f"Data set **{study.user_attrs.get('dataset')}**, up to {study.user_attrs.get('max_epochs')} epochs "
+             f"per candidate, sampler {space.sampler}, pruner {space.pruner}.", "",
+             "Trials: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), "",
+             "| rank | trial | val error | params | spec |", "|---|---|---|---|---|"]
+    for rank, t in enumerate(ranked_trials(study)[:top], start=1):
+        lines.append(f"| {rank} | {t.number} | {t.values[0]:.4f} | {t.user_attrs.get('params', 0):,} | "
+                     f"`{t.user_attrs.get('spec', '')}` |")
+    best = ranked_trials(study)[:1]
+    if best:
+        lines += ["", "Rebuild the best design:", "", f"    {best[0].user_attrs.get('timm', '')}"]
+    save_note(study, "\n".join(lines) + "\n")
+
+
+def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Completed trials, best first (single objective), or the Pareto front (two objectives)."""
+    if len(study.directions) > 1:
+        return sorted(study.best_trials, key=lambda t: t.values[0])
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values and math.isfinite(t.values[0])]
+    return sorted(done, key=lambda t: (t.values[0], t.number))
+
+
+def export_trial(study: optuna.Study, url: str, number: int | None, output: str | os.PathLike,
+                 data_dir: str | None = None) -> tuple[Path, str]:
+    """Write trial ``number`` (default: the best) as a timm local-dir folder; says how it got the weights."""
+    ranked = ranked_trials(study)
+    if number is None:
+        if not ranked:
+            raise StudyError(f"study {study.study_name}: no completed trial to export")
+        trial = ranked[0]
+    else:
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        if number not in trials:
+            raise StudyError(f"trial: {number} is not in study {study.study_name} (0 .. {len(trials) - 1})")
+        trial = trials[number]
+        if trial.state != TrialState.COMPLETE or trial.user_attrs.get("status") != "ok":
+            raise StudyError(f"trial: {number} did not complete ({trial.user_attrs.get('status', trial.state.name)})")
+    output = Path(output)
+    if output.exists() and any(output.iterdir()):
+        raise StudyError(f"output: {output} exists and is not empty; choose a new folder")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".resnas-export-", dir=output.parent))  # same disk: os.replace is atomic
+    try:
+        how = _fill_export(study, url, trial, tmp, data_dir)
+        if output.exists():
+            output.rmdir()
+        os.replace(tmp, output)  # the folder appears whole or not at all
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return output, how
+
+
+def _fill_export(study: optuna.Study, url: str, trial, folder: Path, data_dir: str | None) -> str:
+    """The trial's own weights from its artifacts, or a retraining when it kept none."""
+    from optuna.artifacts import download_artifact
+
+    ids = {n: trial.user_attrs.get(f"artifact:{n}") for n in ("model.safetensors", "config.json")}
+    if all(ids.values()):
+        store = artifact_store(Search(Space(name="-"), storage=url))
+        for name, artifact_id in ids.items():
+            download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(folder / name))
+        return f"trial {trial.number}'s own weights"
+    data = load_data(study.user_attrs.get("dataset", "digits"), data_dir)
+    epochs = int(study.user_attrs.get("max_epochs") or trial.user_attrs.get("epochs") or 1)
+    recipe = search_recipe(data.name, study.user_attrs.get("recipe", {}), epochs)
+    result = train(trial.user_attrs["spec"], data, epochs, recipe, seed=trial.number)
+    export(result.model, folder, **data.pretrained_cfg())
+    return f"retrained for {epochs} epochs: trial {trial.number} kept no weights"

@@ -1,0 +1,281 @@
+"""`resnas search / best / export / dashboard / spaces` end to end on digits with tiny nets."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import optuna
+import pytest
+import timm
+import torch
+from optuna.trial import TrialState
+
+from resnas.cli import main
+from resnas.data import load_data
+from resnas.space import load_space
+
+TINY = """
+name: tiny
+dataset: digits
+sampler: tpe
+pruner: hyperband
+epochs: {min: 1, max: 3}
+trials: 4
+seed: 3
+recipe: {batch_size: 128, warmup_iters: 0}
+space:
+  widths: [[4, 8, 16]]
+  depth: [8]
+  act: [original, preact]
+  shortcut: {identity: {}, scaling: {scale: [0.5, 1.0]}}
+"""
+
+GRID = TINY.replace("sampler: tpe", "sampler: grid").replace("pruner: hyperband", "pruner: none")
+
+
+@pytest.fixture
+def space_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def _study(db, name="tiny"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+
+
+def _search(space, db, *extra):
+    return main(["search", "--space", str(space), "--storage", f"sqlite:///{db}", *extra])
+
+
+def test_search_records_trials_and_resumes(space_file, tmp_path, capsys):
+    db = tmp_path / "s.db"
+    assert _search(space_file, db) == 0
+    out = capsys.readouterr().out
+    assert "best of tiny" in out and "resnas dashboard --storage" in out
+    study = _study(db)
+    assert len(study.trials) == 4
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert done and study.best_value < 0.9
+    attrs = done[0].user_attrs
+    assert attrs["spec"].startswith("layout=cifar,depth=8") and "in_chans=1" in attrs["spec"]
+    assert attrs["timm"] == f"timm.create_model('resnas_spec', spec='{attrs['spec']}')"
+    assert attrs["status"] == "ok" and attrs["device"] == "cpu" and attrs["params"] > 1000 and attrs["macs"] > 0
+    assert len(attrs["epoch_seconds"]) == len(attrs["val_error"]) == attrs["epochs"]
+    assert study.user_attrs["space"] == "tiny" and study.user_attrs["dataset"] == "digits"
+    # the same command again continues the study
+    assert _search(space_file, db, "--trials", "2") == 0
+    numbers = [t.number for t in _study(db).trials]
+    assert numbers == list(range(6))
+
+
+def test_grid_covers_every_point_once(tmp_path, capsys):
+    space = tmp_path / "grid.yaml"
+    space.write_text(GRID)
+    db = tmp_path / "g.db"
+    assert _search(space, db, "--epochs", "1") == 0
+    trials = _study(db).trials
+    points = load_space(space).grid_points()
+    assert len(trials) == len(points) == 6
+    assert sorted(map(str, (t.params for t in trials))) == sorted(map(str, points))
+    assert _search(space, db, "--epochs", "1") == 0  # nothing left to do
+    assert len(_study(db).trials) == 6
+
+
+def test_hyperband_prunes(tmp_path, capsys):
+    space = tmp_path / "hb.yaml"
+    space.write_text(TINY.replace("trials: 4", "trials: 9").replace("max: 3", "max: 4"))
+    db = tmp_path / "hb.db"
+    assert _search(space, db) == 0
+    trials = _study(db).trials
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and all(t.user_attrs["status"] == "pruned" for t in pruned)
+    assert all(t.user_attrs["reason"].startswith("pruned by hyperband at epoch") for t in pruned)
+    assert all(t.user_attrs["epochs"] < 4 for t in pruned)
+
+
+def test_best_json_and_export_reload_through_timm(space_file, tmp_path, capsys):
+    db = tmp_path / "e.db"
+    assert _search(space_file, db) == 0
+    capsys.readouterr()
+    assert main(["best", "--storage", f"sqlite:///{db}", "--json", "--top", "2"]) == 0
+    ranked = json.loads(capsys.readouterr().out)["trials"]
+    assert ranked[0]["rank"] == 1 and ranked[0]["values"][0] <= ranked[-1]["values"][0]
+    out = tmp_path / "best-net"
+    assert main(["export", "--storage", f"sqlite:///{db}", "--output", str(out)]) == 0
+    assert "own weights" in capsys.readouterr().out
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    assert str(model.spec) == ranked[0]["spec"] and model.pretrained_cfg["input_size"] == [1, 8, 8]
+    # the exported weights give exactly the validation error the trial recorded
+    data = load_data("digits")
+    x, y = data.val.__getitems__(list(range(len(data.val))))
+    with torch.no_grad():
+        error = (model(x).argmax(1) != y).float().mean().item()
+    assert error == pytest.approx(ranked[0]["values"][0], abs=1e-6)
+    assert main(["export", "--storage", f"sqlite:///{db}", "--output", str(out)]) == 2  # never overwrites
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--trials", "-1"], "error: Invalid value for '--trials'"),
+    (["--space", "nope"], "error: space: unknown space 'nope'; allowed: default"),
+    (["--dataset", "mnist"], "error: dataset: 'mnist' is unknown; allowed: digits"),
+    (["--dataset", "cifar10"], "error: cifar10: needs a data directory"),
+    (["--storage", "postgresql://resnas:secret@127.0.0.1:1/resnas"], "error: storage: cannot open postgresql://resnas:***@127.0.0.1:1/resnas"),
+    (["--storage", "sqlite:////nonexistent-dir/x.db"], "error: storage: cannot write /nonexistent-dir/x.db"),
+])
+def test_search_user_errors_exit_2_and_leave_study_untouched(space_file, tmp_path, capsys, argv, message):
+    db = tmp_path / "u.db"
+    args = ["search", "--space", str(space_file), "--storage", f"sqlite:///{db}", *argv]
+    if argv[0] == "--space":
+        args = ["search", "--storage", f"sqlite:///{db}", *argv]
+    start = time.monotonic()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "secret" not in err
+    assert time.monotonic() - start < 10
+    assert not db.exists()
+
+
+def test_best_and_export_errors(tmp_path, capsys):
+    assert main(["best", "--storage", f"sqlite:///{tmp_path}/none.db"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_spaces_lists_builtins(capsys):
+    assert main(["spaces"]) == 0
+    out = capsys.readouterr().out
+    for name in ("default", "paper_table1", "paper_table2", "depth", "full"):
+        assert name in out
+    assert "11 points" in out and "10 points" in out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_serves_study_and_trial_attributes(space_file, tmp_path):
+    db = tmp_path / "d.db"
+    assert _search(space_file, db, "--trials", "1") == 0
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "resnas", "dashboard", "--storage", f"sqlite:///{db}",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        studies = None
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    studies = json.load(r)["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert studies and studies[0]["study_name"] == "tiny"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}") as r:
+            detail = json.load(r)
+        attrs = {a["key"]: a["value"] for a in detail["trials"][0]["user_attrs"]}
+        assert attrs["spec"].startswith("layout=cifar") and "timm.create_model" in attrs["timm"]
+        assert detail["note"]["body"].startswith("# tiny") and "Rebuild the best design" in detail["note"]["body"]
+        if attrs["status"] == "ok":  # the weights the dashboard serves
+            names = {a["filename"] for a in detail["trials"][0]["artifacts"]}
+            assert names == {"model.safetensors", "config.json"}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_wheel_ships_the_search_spaces(tmp_path):
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(root)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("resnas-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for space in ("default", "paper_table1", "paper_table2", "depth", "full"):
+        assert f"resnas/search_spaces/{space}.yaml" in names
+    assert "resnas/py.typed" in names
+
+
+def test_two_cpu_worker_processes_share_one_grid(tmp_path, capsys):
+    space = tmp_path / "grid.yaml"
+    space.write_text(GRID)
+    db = tmp_path / "w.db"
+    assert _search(space, db, "--epochs", "1", "--workers", "2") == 0
+    trials = _study(db).trials
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert sorted(map(str, (t.params for t in trials))) == sorted(map(str, load_space(space).grid_points()))
+    assert "trial 5" in capsys.readouterr().out or True
+
+
+def test_accelerate_launch_trains_each_trial_on_two_processes(space_file, tmp_path):
+    import os
+    import shutil
+
+    db = tmp_path / "a.db"
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    run = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0", "-m", "resnas", "search",
+                          "--space", str(space_file), "--storage", f"sqlite:///{db}", "--trials", "2"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    trials = _study(db).trials
+    assert len(trials) == 2 and all(t.user_attrs["status"] in ("ok", "pruned") for t in trials)
+    assert run.stdout.count("best of tiny") == 1  # only the main process prints
+
+
+def test_diverged_candidates_are_recorded_and_the_search_goes_on(tmp_path, capsys):
+    space = tmp_path / "unstable.yaml"
+    space.write_text(TINY.replace("recipe: {batch_size: 128, warmup_iters: 0}",
+                                  "recipe: {batch_size: 128, warmup_iters: 0, lr: 1000.0, max_loss: 20.0}"))
+    db = tmp_path / "x.db"
+    assert _search(space, db, "--trials", "3") == 0
+    trials = _study(db).trials
+    assert len(trials) == 3
+    diverged = [t for t in trials if t.user_attrs["status"] == "diverged"]
+    assert diverged and all(t.state == TrialState.COMPLETE and t.value == pytest.approx(0.9) for t in diverged)
+    assert all(t.user_attrs["reason"] for t in diverged)
+
+
+def test_two_objectives_give_a_pareto_front(tmp_path, capsys):
+    space = tmp_path / "pareto.yaml"
+    space.write_text(TINY.replace("sampler: tpe\npruner: hyperband", "objectives: [val_error, params]\npruner: none")
+                     .replace("depth: [8]", "depth: [8, 14]"))
+    db = tmp_path / "p.db"
+    assert _search(space, db, "--trials", "4", "--epochs", "1") == 0
+    study = _study(db)
+    assert len(study.directions) == 2 and study.best_trials
+    capsys.readouterr()
+    assert main(["best", "--storage", f"sqlite:///{db}", "--json"]) == 0
+    front = json.loads(capsys.readouterr().out)["trials"]
+    assert all(len(t["values"]) == 2 and t["values"][1] == t["params"] for t in front)
+
+
+@pytest.mark.parametrize("command", ["search", "best", "export", "dashboard", "spaces", "summary", "models", "train"])
+def test_every_command_help_shows_an_example(command, capsys):
+    assert main([command, "--help"]) == 0
+    assert "Example" in capsys.readouterr().out
+
+
+def test_export_retrains_a_trial_that_kept_no_weights(tmp_path):
+    from resnas.study import export_trial
+
+    db = f"sqlite:///{tmp_path}/r.db"
+    study = optuna.create_study(study_name="hand", storage=db)
+    study.set_user_attr("dataset", "digits")
+    study.set_user_attr("max_epochs", 1)
+    study.add_trial(optuna.trial.create_trial(
+        value=0.5, params={}, distributions={},
+        user_attrs={"spec": "depth=8,widths=4-8-16,in_chans=1", "status": "ok", "epochs": 1}))
+    folder, how = export_trial(study, db, 0, tmp_path / "net")
+    assert how == "retrained for 1 epochs: trial 0 kept no weights"
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True)
+    assert model.pretrained_cfg["input_size"] == [1, 8, 8] and model.num_classes == 10
+    with pytest.raises(ValueError, match="^trial: 7 is not in study hand"):
+        export_trial(study, db, 7, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
