@@ -237,10 +237,12 @@ class SearchDisplay:
                 self.on_trial(study, t)
 
     def on_trial(self, study, trial) -> None:
+        from .study import trial_status
+
         error = trial.values[0] if trial.values else None
         if error is not None and (self.best is None or error < self.best[0]):
             self.best = (error, trial.number)
-        status = trial.user_attrs.get("status", trial.state.name.lower())
+        status = trial_status(trial)
         best = f"best {self.best[0]:.4f} (trial {self.best[1]})" if self.best else ""
         self.progress.update(self.trials, advance=1, note=best)
         self.progress.reset(self.current, total=self.epochs, description="trial -")
@@ -290,10 +292,14 @@ def spaces() -> None:
 @click.option("--seed", type=int, help="Sampler and training seed [default: the space's].")
 @click.option("--devices", help="One worker process per device: cuda:0,cuda:1,... (or cpu,cpu).")
 @click.option("--workers", type=click.IntRange(min=1), help="N worker processes on the CPU (or on N GPUs).")
+@click.option("--heartbeat", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Seconds between a trial's heartbeats; silent for twice that, it is failed and retried.")
+@click.option("--probe-max-gain", type=click.FloatRange(min=0),
+              help="Prune a candidate before training when its probe |gain| (log10 gradient ratio) exceeds X.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Rows of the final table.")
 def search(space_name: str, dataset: str | None, data_dir: str | None, storage: str | None, study_name: str | None,
            trials: int | None, timeout: float | None, epochs: int | None, seed: int | None, devices: str | None,
-           workers: int | None, top: int) -> None:
+           workers: int | None, heartbeat: int, probe_max_gain: float | None, top: int) -> None:
     """Search the space's residual-unit designs on a data set with Optuna.
 
     Resumes the study when it exists. With no arguments: the `default` space on digits, a few
@@ -311,7 +317,7 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
     from .space import DATASETS, load_space
     from .study import Search, mask_url, run_distributed, run_search, run_workers
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the display reports each trial
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the display reports each trial and its reason
 
     try:
         space = load_space(space_name)
@@ -319,7 +325,8 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
             raise UserError(f"dataset: {dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
         device_list = _devices(devices, workers)
         job = Search(space, storage=storage, study_name=study_name, dataset=dataset, data_dir=data_dir,
-                     trials=trials, timeout=timeout, epochs=epochs, seed=seed)
+                     trials=trials, timeout=timeout, epochs=epochs, seed=seed, heartbeat=heartbeat,
+                     probe_max_gain=probe_max_gain)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under accelerate launch / torchrun
             study = run_distributed(job)
             if study is None:  # not the main process
@@ -484,6 +491,183 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     run_server(url, host=host, port=port, artifact_store=store)
 
 
+# ---- probe and reproduce --------------------------------------------------------------------------
+def _probe_specs(names: tuple[str, ...], space_name: str | None, samples: int, **fixed) -> list:
+    """The specs to probe: names or spec strings, plus every grid point of a space (or a sample of it)."""
+    from . import zoo
+    from .spec import ArchSpec
+
+    specs = []
+    try:
+        for name in names:
+            spec = zoo.ZOO[name] if name in zoo.ZOO else ArchSpec.parse(name) if "=" in name else None
+            if spec is None:
+                raise UserError(f"spec: unknown name {name!r}; allowed: {', '.join(zoo.ZOO)} or a spec string "
+                                "such as 'depth=20,act=preact'")
+            specs.append(spec.replace(**fixed))
+        if space_name is not None:
+            specs += _space_specs(space_name, samples, **fixed)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not specs:
+        raise UserError("probe: give one or more specs (or registered names), or --space NAME|FILE")
+    return list({str(s): s for s in specs}.values())
+
+
+def _space_specs(space_name: str, samples: int, **fixed) -> list:
+    """A grid space's points, or up to ``samples`` distinct specs drawn at random from another space."""
+    import optuna
+
+    from .space import load_space
+
+    space = load_space(space_name)
+    if space.sampler == "grid":
+        return space.specs(**fixed)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=space.seed))
+    return list({str(s): s for s in (space.suggest(study.ask(), **fixed) for _ in range(samples))}.values())
+
+
+@cli.command("probe")
+@click.argument("specs", nargs=-1)
+@click.option("--space", "space_name", help="Also probe every point of this space (a built-in name or a YAML file).")
+@click.option("--samples", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Random draws from a space that is not a grid.")
+@click.option("--dataset", type=click.Choice(list(TRAIN_DEFAULTS)), default="digits", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the data set is.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Initialization seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write log10 |dE/dx_l| per unit to this PNG.")
+def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, dataset: str, data_dir: str | None,
+              batch_size: int, seed: int, as_json: bool, plot: str | None) -> None:
+    """Measure how the gradient crosses the units at initialization (the paper's Eq. 5).
+
+    On one batch of real data, in training mode: the norm of dE/dx_l at every unit l, summed up as
+    the gain log10(|dE/dx_1| / |dE/dx_L|) and its slope per unit, beside the shortcut-only term of
+    Eq. 5. Variants are ranked by how far their gain is from the identity, full pre-activation net of
+    the same depth (closest first). With BN the failing shortcuts make the gradient explode toward
+    the input (gain >> 0) rather than vanish.
+
+    \b
+    Examples:
+      resnas probe original_resnet110 "depth=110,act=original,shortcut=scaling,scale=0.5" --plot probe.png
+      resnas probe --space paper_table1 --json
+    """
+    import json
+    from pathlib import Path
+
+    from . import probe as probe_mod
+    from .data import load_data
+
+    try:
+        data = load_data(dataset, data_dir)
+        x, y = next(iter(data.loader("val", batch_size)))
+        todo = _probe_specs(specs, space_name, samples, in_chans=data.input_size[0], num_classes=data.num_classes)
+        results = [probe_mod.probe(s, x, y, seed=seed) for s in todo]
+        refs = {str(r): probe_mod.probe(r, x, y, seed=seed) for r in {probe_mod.reference(s) for s in todo}}
+    except _search_errors() as e:
+        raise UserError(str(e)) from None
+    rows = sorted(({**r.to_dict(), "reference_gain": refs[str(probe_mod.reference(s))].gain} for r, s in
+                   zip(results, todo)), key=lambda d: abs(d["gain"] - d["reference_gain"]))
+    for d in rows:
+        d["distance"] = abs(d["gain"] - d["reference_gain"])
+    if plot:
+        if not Path(plot).parent.is_dir():
+            raise UserError(f"plot: folder {Path(plot).parent} does not exist")
+        probe_mod.plot(results, plot, title=f"gradient at initialization, {dataset} batch {len(x)}")
+    if as_json:
+        click.echo(json.dumps(dict(dataset=dataset, batch_size=len(x), seed=seed, variants=rows), indent=2))
+        return
+    # "Eq.5": the shortcut-only term prod h'; "dref": |gain - gain of ref|
+    table = Table("#", "variant", "units", "gain", "ratio", "slope", "Eq.5", "dref",
+                  title=f"resnas probe on {dataset}, closest first to ref: the pre-act identity net of the same depth")
+    table.columns[1].overflow, table.columns[1].min_width = "fold", 20
+    for rank, (d, label) in enumerate(zip(rows, probe_mod.short_labels([d["spec"] for d in rows])), start=1):
+        term = "-" if d["shortcut_term"] is None else f"{d['shortcut_term']:.3g}"
+        table.add_row(str(rank), label, str(d["units"]), f"{d['gain']:.2f}", f"{d['ratio']:.3g}",
+                      f"{d['slope']:.3f}", term, f"{d['distance']:.2f}")
+    console.print(table)
+    if plot:
+        console.print(f"plot: {plot}", highlight=False)
+
+
+@cli.command()
+@click.argument("table", type=click.Choice(["table1", "table2"]))
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Independent runs per row (the paper reports the median of 5).")
+@click.option("--dataset", type=click.Choice(["digits", "cifar10", "cifar100", "imagenet", "folder"]),
+              default="digits", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the data set is (or is downloaded to).")
+@click.option("--quick", is_flag=True, help="Depths x1/3 (ResNet-38 for 110, ResNet-56 for 164) and 15 epochs.")
+@click.option("--depth-scale", type=click.FloatRange(min=0, max=1, min_open=True),
+              help="Units per stage x this [default: 1, or 1/3 with --quick].")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs per run [default: 164, or 15 with --quick].")
+@click.option("--rows", help="Only these rows, 1-based: 1,3,5 [default: all].")
+@_storage_option
+@click.option("--study", "study_prefix", help="Prefix of the studies' names [default: the space's name].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first repeat; repeat k uses seed+k.")
+@click.option("--output", type=click.Path(file_okay=False), default="resnas-reproduce", show_default=True,
+              help="Folder for TABLE.md and TABLE.csv.")
+def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quick: bool, depth_scale: float | None,
+              epochs: int | None, rows: str | None, storage: str | None, study_prefix: str | None, seed: int,
+              output: str) -> None:
+    """Train the paper's Table 1 or Table 2 as grid studies and set the result beside the paper's.
+
+    Every row is trained --repeats times (one study per repeat, resumed when it exists); the measured
+    error is the median validation error. "fail" is the paper's: above 20%; every row also shows its
+    probe ratio |dE/dx_1| / |dE/dx_L| at initialization. Any departure from the paper's protocol
+    (data set, depth, epochs, repeats) is printed and written with the table.
+
+    \b
+    Examples:
+      resnas reproduce table1 --quick --repeats 3
+      resnas reproduce table2 --dataset cifar10 --data-dir ./data --repeats 5 --storage sqlite:///t2.db
+    """
+    import time
+
+    import optuna
+
+    from . import reproduce as rep
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        numbers = tuple(int(r) for r in rows.split(",") if r.strip()) if rows else ()
+    except ValueError:
+        raise UserError(f"rows: {rows!r} is not a list of row numbers such as 1,3,5") from None
+    try:
+        job = rep.Reproduction(table, repeats=repeats, dataset=dataset, data_dir=data_dir,
+                               depth_scale=depth_scale or (rep.QUICK_DEPTH_SCALE if quick else 1.0),
+                               epochs=epochs or (rep.QUICK_EPOCHS if quick else rep.PAPER_EPOCHS), rows=numbers,
+                               storage=storage, study_prefix=study_prefix, seed=seed)
+        for note in job.reduced:
+            console.print(f"[bold yellow]not the paper's setting:[/] {note}", highlight=False)
+        display = SearchDisplay(None, job.epochs, live=False)
+        job.callbacks = [display.on_trial]
+        start = time.perf_counter()
+        result = rep.run(job)
+        seconds = time.perf_counter() - start
+        md, csv_path = rep.write(job, result, output, seconds)
+    except (*_search_errors(), rep.ReproduceError) as e:
+        raise UserError(str(e)) from None
+    _print_reproduced(job, result, seconds)
+    console.print(f"wrote {md} and {csv_path}", highlight=False)
+
+
+def _print_reproduced(job, result, seconds: float) -> None:
+    from . import reproduce as rep
+
+    title = f"{job.table} reproduced: median of {job.repeats} on {job.dataset}, {job.epochs} epochs"
+    table = Table("row", "variant", "paper %", "paper rank", "measured %", "measured rank", "probe ratio",
+                  title=title)
+    table.columns[1].overflow = "fold"
+    for r in rep.table_rows(result):
+        measured = r["measured_error"] + (" fail" if r["measured_fail"] else "")
+        table.add_row(str(r["row"]), r["variant"], r["paper_error"], str(r["paper_rank"]), measured,
+                      str(r["measured_rank"]), r["probe_ratio"])
+    console.print(table)
+    console.print(f"{rep.agreement(result)}; {seconds / 60:.1f} min", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="resnas", standalone_mode=False)
@@ -492,7 +676,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         err_console.print(f"error: {e.format_message()}", highlight=False, soft_wrap=True)
         return 2
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):
+        err_console.print("interrupted: the running trial is recorded as failed (interrupted); "
+                          "run the same command again to continue", highlight=False, soft_wrap=True)
         return 130
     except UserError as e:
         err_console.print(f"error: {e}", highlight=False, soft_wrap=True)

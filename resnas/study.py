@@ -13,11 +13,14 @@ the best keep their weights as Optuna artifacts beside the database.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import os
 import shutil
 import tempfile
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +31,11 @@ from optuna.trial import TrialState
 from .data import load_data
 from .export import export
 from .space import Space
-from .train import RECIPES, Recipe, StopTraining, train
+from .train import CHECKPOINT, RECIPES, Recipe, StopTraining, checkpoint_epoch, train
 
 DEFAULT_STORAGE = "sqlite:///resnas.db"
 WEIGHTS_TOP_K = 3  # completed trials whose weights are kept as artifacts
+PROBE_BATCH = 32  # images in the batch every candidate is probed on
 
 
 class StudyError(ValueError):
@@ -54,6 +58,8 @@ class Search:
     device: str | None = None
     callbacks: list = field(default_factory=list)  # optuna study callbacks (the CLI's display)
     on_epoch: Any = None  # on_epoch(trial_number, EpochReport), for a live display
+    heartbeat: int | None = 60  # seconds; a trial silent for twice this is stale (RDB storages)
+    probe_max_gain: float | None = None  # prune before training when the probe's |gain| exceeds this
 
     @property
     def name(self) -> str:
@@ -83,18 +89,49 @@ def mask_url(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
+    """An Optuna storage that several workers (and a dashboard) can share.
+
+    SQLite runs in WAL mode with a 60 s busy timeout, so readers never block the writer and writers
+    queue instead of failing with "database is locked". RDB storages (SQLite, PostgreSQL, MySQL) get
+    a heartbeat: a worker killed mid-trial leaves a stale trial, which the next worker marks FAIL and
+    retries with the same parameters (it then resumes from the candidate's epoch checkpoint).
+    """
     if url.startswith("sqlite:///"):
         db = Path(url[len("sqlite:///"):])
         if not db.parent.exists() or not os.access(db.parent, os.W_OK):
             raise StudyError(f"storage: cannot write {db} (folder missing or not writable)")
     try:
-        if url.startswith(("sqlite", "postgresql", "mysql")):
-            engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        return optuna.storages.get_storage(url)
+        if not url.startswith(("sqlite", "postgresql", "mysql")):
+            return optuna.storages.get_storage(url)
+        if url.startswith("sqlite"):
+            engine_kwargs = {"connect_args": {"timeout": 60}}
+        else:  # fail within 10 s on an unreachable server
+            engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+        with _quiet():
+            retry = None if heartbeat is None else optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                                 grace_period=None if heartbeat is None else 2 * heartbeat,
+                                                 heartbeat_stale_trial_callback=retry)
+        if url.startswith("sqlite"):
+            with storage.engine.connect() as connection:  # WAL is a property of the file: set once, kept
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        return storage
     except Exception as e:
-        raise StudyError(f"storage: cannot open {mask_url(url)}: {str(e).splitlines()[0][:200]}") from None
+        raise StudyError(f"storage: cannot open {mask_url(url)}: {_first_line(e)}") from None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Optuna marks its heartbeat, retry and TPE ``group`` features experimental; resnas relies on them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]
 
 
 def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
@@ -103,8 +140,7 @@ def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
     if space.sampler in ("random", "grid"):  # a grid's points are enqueued; the sampler only fills gaps
         return optuna.samplers.RandomSampler(seed=seed)
     # multivariate + group: TPE models the conditional parameters of each shortcut kind jointly
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with _quiet():
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
                                           n_startup_trials=min(10, max(3, (space.trials or 30) // 3)))
 
@@ -122,13 +158,13 @@ def make_pruner(search: Search) -> optuna.pruners.BasePruner:
 def open_study(search: Search) -> optuna.Study:
     """Create the study, or resume it; a study made from another space is refused, never overwritten."""
     space, seed = search.space, search.seed if search.seed is not None else search.space.seed
-    storage = open_storage(search.storage_url)
+    storage = open_storage(search.storage_url, search.heartbeat)
     try:
         study = optuna.create_study(storage=storage, study_name=search.name, load_if_exists=True,
                                     directions=space.directions, sampler=make_sampler(space, seed),
                                     pruner=make_pruner(search))
-    except ValueError as e:
-        raise StudyError(f"study {search.name}: {e}") from None
+    except Exception as e:
+        raise StudyError(f"study {search.name}: {_first_line(e)}") from None
     made_from = study.user_attrs.get("space")
     if made_from is None:
         for key, value in study_attrs(search).items():
@@ -149,9 +185,18 @@ def study_attrs(search: Search) -> dict[str, Any]:
                 recipe=dict(search.space.recipe))
 
 
+def prepare(study: optuna.Study, space: Space) -> None:
+    """Before a run: fail stale trials (their retries are enqueued), retry interrupted ones, fill the grid."""
+    with _quiet():
+        optuna.storages.fail_stale_trials(study)
+    enqueue_retries(study)
+    if space.sampler == "grid":
+        enqueue_grid(study, space)
+
+
 def enqueue_grid(study: optuna.Study, space: Space) -> int:
     """Enqueue the grid points no trial has taken yet; a point whose trial failed is tried again."""
-    taken = [t.params for t in study.get_trials(deepcopy=False)
+    taken = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(deepcopy=False)
              if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)]
     missing = [p for p in space.grid_points() if p not in taken]
     for params in missing:
@@ -159,13 +204,35 @@ def enqueue_grid(study: optuna.Study, space: Space) -> int:
     return len(missing)
 
 
+def enqueue_retries(study: optuna.Study) -> int:
+    """Enqueue again, once, the candidates a Ctrl-C interrupted (heartbeat-stale trials are retried by
+    Optuna's RetryHeartbeatStaleTrialCallback); each resumes from its epoch checkpoint."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    todo = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("reason") == "interrupted"
+            and t.number not in retried]
+    for t in todo:
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+    return len(todo)
+
+
+def checkpoint_dir(search: Search, spec) -> Path:
+    """Where a candidate's epoch checkpoints live: beside the artifacts, keyed by study and design."""
+    key = hashlib.sha1(f"{search.name}\n{spec}\n{search.max_epochs}".encode()).hexdigest()[:20]
+    return artifact_root(search) / "checkpoints" / key
+
+
+def artifact_root(search: Search) -> Path:
+    url = search.storage_url
+    base = Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else Path(".")
+    return base / "resnas-artifacts"
+
+
 def artifact_store(search: Search):
     """A file-system artifact store beside an SQLite database (or in ./resnas-artifacts)."""
     from optuna.artifacts import FileSystemArtifactStore
 
-    url = search.storage_url
-    base = Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else Path(".")
-    root = base / "resnas-artifacts"
+    root = artifact_root(search)
     root.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(root))
 
@@ -179,11 +246,16 @@ class Objective:
         self.real_trial: optuna.Trial | None = None  # set when __call__ gets a TorchDistributedTrial
         self.recipe = search_recipe(data.name, search.space.recipe, search.max_epochs)
         self.seed = search.seed if search.seed is not None else search.space.seed
+        self.probe_batch = None  # one validation batch, taken by the first probe
 
     def __call__(self, trial: optuna.Trial):
         try:
             return self._run(trial)
         except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:  # Ctrl-C: Optuna marks the trial FAIL; the next run retries it
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("reason", "interrupted")
             raise
         except Exception as e:  # recorded with its reason; the search goes on (study.optimize catch)
             if trial.user_attrs.get("status") in (None, "running"):
@@ -198,6 +270,7 @@ class Objective:
         trial.set_user_attr("timm", f"timm.create_model('resnas_spec', spec='{spec}')")
         trial.set_user_attr("device", self.search.device or ("cuda" if _cuda() else "cpu"))
         trial.set_user_attr("status", "running")
+        self._probe(trial, spec)
 
         single = len(space.objectives) == 1  # Optuna reports and prunes single-objective trials only
 
@@ -213,8 +286,15 @@ class Objective:
             if single and not last and trial.should_prune():
                 raise StopTraining(f"pruned by {space.pruner} at epoch {report.epoch}", status="pruned")
 
-        result = train(spec, data, self.search.max_epochs, self.recipe, seed=self.seed + trial.number,
-                       on_epoch=on_epoch)
+        checkpoints = checkpoint_dir(self.search, spec)
+        resumed = checkpoint_epoch(checkpoints / CHECKPOINT)
+        if resumed:
+            trial.set_user_attr("resumed_from_epoch", resumed)
+        # the seed follows the design, so a retried trial resumes the same run from its checkpoint
+        seed = (self.seed + zlib.crc32(str(spec).encode())) % 2**31
+        result = train(spec, data, self.search.max_epochs, self.recipe, seed=seed, on_epoch=on_epoch,
+                       checkpoint_dir=checkpoints)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # finished: only a crash leaves one to resume
         for key in ("status", "reason", "params", "macs", "epochs"):
             trial.set_user_attr(key, getattr(result, key))
         trial.set_user_attr("seconds", round(result.seconds, 3))
@@ -230,6 +310,30 @@ class Objective:
                 and self._ranks_top(owner, error):
             self._keep_weights(owner, result.model, spec)
         return values[0] if len(values) == 1 else tuple(values)
+
+    def _probe(self, trial: optuna.Trial, spec) -> None:
+        """The gradient at initialization (resnas.probe, Eq. 5) on every trial; past ``probe_max_gain``
+        the candidate is pruned before training: the paper's "fail" designs cost seconds."""
+        import torch
+
+        from .network import build
+        from .probe import probe
+
+        if self.probe_batch is None:
+            self.probe_batch = next(iter(self.data.loader("val", PROBE_BATCH)))
+        device = "cuda" if _cuda() else "cpu"
+        torch.manual_seed(self.seed)
+        result = probe(build(spec).to(device), *self.probe_batch, seed=self.seed)
+        trial.set_user_attr("probe_gain", round(result.gain, 4))
+        trial.set_user_attr("probe_slope", round(result.slope, 5))
+        trial.set_user_attr("probe_shortcut_term", result.shortcut_term)
+        trial.set_user_attr("probe_grad_norms", [float(f"{g:.4g}") for g in result.grad_norms])
+        limit = self.search.probe_max_gain
+        if limit is not None and not abs(result.gain) <= limit:
+            reason = f"probe: |gain| {abs(result.gain):.2f} > {limit:g}"
+            trial.set_user_attr("status", "pruned")
+            trial.set_user_attr("reason", reason)
+            raise optuna.TrialPruned(reason)
 
     def _ranks_top(self, trial: optuna.Trial, error: float) -> bool:
         done = sorted(t.values[0] for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -248,6 +352,14 @@ class Objective:
 
 class CandidateFailed(RuntimeError):
     """A candidate that could not be trained (out of memory); the trial is recorded FAIL with its reason."""
+
+
+def trial_status(trial: optuna.trial.FrozenTrial) -> str:
+    """ok / pruned / diverged / oom / failed / interrupted, or "lost" for a worker that died mid-trial."""
+    status = trial.user_attrs.get("status")
+    if trial.state == TrialState.FAIL and status in (None, "running"):
+        return "lost"  # failed by the heartbeat check, then retried
+    return status or trial.state.name.lower()
 
 
 def _history(trial: optuna.Trial, key: str, value: float) -> list[float]:
@@ -275,9 +387,9 @@ def run_search(search: Search, enqueue: bool = True) -> optuna.Study:
     study = open_study(search)
     space = search.space
     n_trials = search.trials if search.trials is not None else space.trials
+    if enqueue:
+        prepare(study, space)
     if space.sampler == "grid":  # the rest of the grid, or --trials of it
-        if enqueue:
-            enqueue_grid(study, space)
         waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         n_trials = waiting if search.trials is None else min(search.trials, waiting)
     if n_trials == 0:
@@ -299,9 +411,9 @@ def run_workers(search: Search, devices: list[str], poll=None) -> optuna.Study:
 
     load_data(dataset_of(search), search.data_dir)  # fail here, once, on missing data
     study = open_study(search)
+    prepare(study, search.space)
     total = search.trials if search.trials is not None else search.space.trials
     if search.space.sampler == "grid":
-        enqueue_grid(study, search.space)
         waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         total = waiting if search.trials is None else min(search.trials, waiting)
     total = total if total is not None else 10 * len(devices)
@@ -341,8 +453,8 @@ def run_distributed(search: Search) -> optuna.Study | None:
         study = open_study(search)
         objective.store = artifact_store(search)
         n_trials = search.trials if search.trials is not None else (search.space.trials or 10)
+        prepare(study, search.space)
         if search.space.sampler == "grid":
-            enqueue_grid(study, search.space)
             waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
             n_trials = waiting if search.trials is None else min(search.trials, waiting)
     n_trials = _broadcast(n_trials)
@@ -374,7 +486,8 @@ def _broadcast(value: int) -> int:
 def _for_worker(search: Search, trials: int, device: str) -> Search:
     return Search(search.space, storage=search.storage_url, study_name=search.name, dataset=search.dataset,
                   data_dir=search.data_dir, trials=trials, timeout=search.timeout, epochs=search.epochs,
-                  seed=search.seed, device=device)
+                  seed=search.seed, device=device, heartbeat=search.heartbeat,
+                  probe_max_gain=search.probe_max_gain)
 
 
 def _worker(search: Search, device: str, threads: int) -> None:
@@ -385,7 +498,7 @@ def _worker(search: Search, device: str, threads: int) -> None:
     else:
         os.environ["ACCELERATE_USE_CPU"] = "1"
         torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     run_search(search, enqueue=False)
 
 
@@ -396,7 +509,7 @@ def write_note(study: optuna.Study, space: Space, top: int = 5) -> None:
     trials = study.get_trials(deepcopy=False)
     counts = {}
     for t in trials:
-        status = t.user_attrs.get("status", t.state.name.lower())
+        status = trial_status(t)
         counts[status] = counts.get(status, 0) + 1
     lines = [f"# {space.name}", "", space.description, "",
              f"Data set **{study.user_attrs.get('dataset')}**, up to {study.user_attrs.get('max_epochs')} epochs "

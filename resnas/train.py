@@ -410,14 +410,33 @@ def save_checkpoint(path: Path, accelerator, model: nn.Module, optimizer, schedu
     accelerator.wait_for_everyone()
 
 
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epochs a checkpoint holds, or None when there is none (or it is unreadable)."""
+    try:
+        return int(_read_checkpoint(path)[0]["epoch"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            header = json.loads(f.metadata()["resnas"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except OSError:
+        raise
+    except Exception as e:  # safetensors' own error type, bad JSON, missing header
+        raise ValueError(f"checkpoint: {path} is unreadable (corrupt or truncated: {type(e).__name__}); "
+                         "remove it to start over") from None
+    return header, tensors
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, generator: torch.Generator,
                     run: dict) -> dict:
     """Restore the state saved by save_checkpoint into the given objects; returns the history."""
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as f:
-        header = json.loads(f.metadata()["resnas"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    header, tensors = _read_checkpoint(path)
     state = _decode(header, tensors)
     if state["run"] != json.loads(json.dumps(run)):
         diff = sorted(k for k in run if state["run"].get(k) != json.loads(json.dumps(run[k])))

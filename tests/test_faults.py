@@ -1,0 +1,181 @@
+"""Crashes, Ctrl-C, memory and hostile input: a search loses nothing and goes on."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from resnas.cli import main
+
+HERE = Path(__file__).parent
+GRID = """
+name: grid3
+dataset: digits
+sampler: grid
+pruner: none
+epochs: {min: 6, max: 6}
+recipe: {batch_size: 128, warmup_iters: 0}
+space:
+  widths: [[4, 8, 16]]
+  depth: [8]
+  act: [original, bn_after_add, preact]
+"""
+
+
+@pytest.fixture
+def grid(tmp_path):
+    path = tmp_path / "grid3.yaml"
+    path.write_text(GRID)
+    return path
+
+
+def _cmd(space, db, *extra):
+    return [sys.executable, "-m", "resnas", "search", "--space", str(space), "--storage", f"sqlite:///{db}",
+            "--heartbeat", "1", *extra]
+
+
+def _trials(db, name="grid3"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}").trials
+
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")  # one thread per search: the tests run two at a time
+
+
+def _wait_for(db, proc, predicate, timeout=300):
+    """Poll the study (SQLite in WAL mode: reading never blocks the search) until predicate(trials)."""
+    deadline, storage = time.monotonic() + timeout, None
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            storage = storage or optuna.storages.RDBStorage(f"sqlite:///{db}")
+            if predicate(optuna.load_study(study_name="grid3", storage=storage).trials):
+                return
+        except (KeyError, optuna.exceptions.StorageInternalError):
+            pass
+        time.sleep(0.01)
+    raise AssertionError("the search never reached the kill point")
+
+
+def _epochs_done(t):
+    return len(t.user_attrs.get("val_error", []))
+
+
+def _check_after_rerun(db, before_kill, killed_number, resumed):
+    trials = _trials(db)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    # nothing completed before the kill was lost or changed
+    after = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
+    assert all(after.get(n) == v for n, v in before_kill.items())
+    killed = trials[killed_number]
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed_number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params
+    if resumed:
+        assert retries[0].user_attrs["resumed_from_epoch"] >= 1
+    # every grid point completed exactly once
+    done = [str(t.params) for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == len(set(done)) == 3
+
+
+@pytest.mark.parametrize("point", ["build", "mid-epoch"])
+def test_sigkill_mid_trial_then_rerun_resumes(grid, tmp_path, point):
+    db = tmp_path / "k.db"
+    proc = subprocess.Popen(_cmd(grid, db), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        if point == "build":  # the second trial has started, before its first epoch ends
+            _wait_for(db, proc, lambda ts: len(ts) > 1 and ts[1].state == TrialState.RUNNING and _epochs_done(ts[1]) == 0
+                      and ts[1].datetime_start is not None)
+        else:  # the second trial has a checkpoint and is inside its next epoch
+            _wait_for(db, proc, lambda ts: len(ts) > 1 and ts[1].state == TrialState.RUNNING and _epochs_done(ts[1]) >= 1)
+        before = {t.number: t.values for t in _trials(db) if t.state == TrialState.COMPLETE}
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    time.sleep(2.5)  # the heartbeat's grace period (2 x 1 s) passes: the trial is stale
+    rerun = subprocess.run(_cmd(grid, db), capture_output=True, text=True, timeout=300, env=ENV)
+    assert rerun.returncode == 0, rerun.stderr
+    _check_after_rerun(db, before, killed_number=1, resumed=(point == "mid-epoch"))
+
+
+def test_sigkill_while_writing_a_checkpoint(grid, tmp_path):
+    db = tmp_path / "c.db"
+    env = dict(ENV, RESNAS_KILL_AT_CHECKPOINT="8")  # trial 0 writes 6; trial 1's second write
+    killed = subprocess.run([sys.executable, str(HERE / "_kill_on_checkpoint.py"), *_cmd(grid, db)[3:]], env=env,
+                            capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    before = {t.number: t.values for t in _trials(db) if t.state == TrialState.COMPLETE}
+    assert list(before) == [0]
+    time.sleep(2.5)
+    rerun = subprocess.run(_cmd(grid, db), capture_output=True, text=True, timeout=300, env=ENV)
+    assert rerun.returncode == 0, rerun.stderr
+    _check_after_rerun(db, before, killed_number=1, resumed=True)
+
+
+def test_ctrl_c_records_interrupted_and_rerun_continues(grid, tmp_path):
+    db = tmp_path / "i.db"
+    proc = subprocess.Popen(_cmd(grid, db), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        _wait_for(db, proc, lambda ts: len(ts) > 1 and ts[1].state == TrialState.RUNNING and _epochs_done(ts[1]) >= 1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    trials = _trials(db)
+    assert trials[1].state == TrialState.FAIL and trials[1].user_attrs["reason"] == "interrupted"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    rerun = subprocess.run(_cmd(grid, db), capture_output=True, text=True, timeout=300, env=ENV)
+    assert rerun.returncode == 0, rerun.stderr
+    trials = _trials(db)
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == 1]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == trials[1].params
+    assert retry[0].user_attrs["resumed_from_epoch"] >= 1
+    done = [str(t.params) for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == len(set(done)) == 3
+
+
+def test_thirty_candidates_leave_no_growing_memory(tmp_path):
+    from resnas.space import parse_space
+    from resnas.study import Search, run_search
+
+    space = parse_space(GRID.replace("sampler: grid", "sampler: random").replace("min: 3, max: 3", "min: 1, max: 1")
+                        + "trials: 30\n")
+    rss = []
+
+    def measure(study, trial):
+        with open("/proc/self/statm") as f:
+            rss.append(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20)
+
+    run_search(Search(space, storage=f"sqlite:///{tmp_path}/m.db", callbacks=[measure]))
+    assert len(rss) == 30
+    assert rss[-1] - rss[9] < 40, f"RSS grew from {rss[9]:.0f} MiB to {rss[-1]:.0f} MiB"
+
+
+def test_corrupt_or_foreign_checkpoint_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "depth=8,widths=4-8-16", "--dataset", "digits", "--epochs", "1",
+                 "--output", str(out)]) == 0
+    ckpt = out / "checkpoint.safetensors"
+    good = ckpt.read_bytes()
+    capsys.readouterr()
+    # a checkpoint of another design
+    assert main(["train", "--model", "depth=14,widths=4-8-16", "--dataset", "digits", "--epochs", "2",
+                 "--output", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint:") and "another run" in err and err.count("\n") == 1
+    assert ckpt.read_bytes() == good
+    # a truncated one
+    ckpt.write_bytes(good[: len(good) // 2])
+    assert main(["train", "--model", "depth=8,widths=4-8-16", "--dataset", "digits", "--epochs", "2",
+                 "--output", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint:") and "unreadable" in err and err.count("\n") == 1
+    assert ckpt.read_bytes() == good[: len(good) // 2]
