@@ -179,3 +179,52 @@ def test_corrupt_or_foreign_checkpoint_is_refused_and_kept(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: checkpoint:") and "unreadable" in err and err.count("\n") == 1
     assert ckpt.read_bytes() == good[: len(good) // 2]
+
+
+def test_three_sqlite_workers_while_the_dashboard_reads(tmp_path):
+    """optuna-dashboard#545: a dashboard reading an SQLite study that workers write must not break them."""
+    import json
+    import socket
+    import threading
+    import urllib.request
+
+    space = tmp_path / "grid6.yaml"
+    space.write_text(GRID.replace("name: grid3", "name: grid6").replace("min: 6, max: 6", "min: 2, max: 2")
+                     .replace("act: [original, bn_after_add, preact]",
+                              "act: [original, bn_after_add, preact]\n  shortcut: [identity, conv1x1]"))
+    db = tmp_path / "d.db"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    first = subprocess.run(_cmd(space, db, "--trials", "1"), capture_output=True, text=True, env=ENV, timeout=300)
+    assert first.returncode == 0, first.stderr
+    dashboard = subprocess.Popen([sys.executable, "-m", "resnas", "dashboard", "--storage", f"sqlite:///{db}",
+                                  "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    reads, stop = [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1", timeout=5) as r:
+                    reads.append(len(json.load(r)["trials"]))
+            except OSError:
+                time.sleep(0.2)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        search = subprocess.run(_cmd(space, db, "--workers", "3"), capture_output=True, text=True, env=ENV,
+                                timeout=600)
+        stop.set()
+        reader.join()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1", timeout=5) as r:
+            final = len(json.load(r)["trials"])
+    finally:
+        stop.set()
+        dashboard.terminate()
+        dashboard.wait(10)
+    assert search.returncode == 0 and "locked" not in search.stderr, search.stderr
+    trials = optuna.load_study(study_name="grid6", storage=f"sqlite:///{db}").trials
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({str(t.params) for t in trials}) == 6
+    assert len(reads) > 5 and final == 6  # the dashboard kept answering while the workers wrote
