@@ -183,10 +183,9 @@ class ArchSpec:
         d = dict(d)
         if d.get("layout") == "imagenet":
             d.setdefault("num_classes", 1000)  # ImageNet nets default to its 1000 classes
-        allowed = _FIELDS | {"depth"}
-        unknown = sorted(set(d) - allowed)
+        unknown = sorted(map(str, set(d) - _KEYS))
         if unknown:
-            raise ValueError(f"{unknown[0]}: unknown spec field; allowed: {', '.join(sorted(allowed))}")
+            raise ValueError(f"spec: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(_KEYS))}")
         if "depth" in d:
             if "layers" in d:
                 raise ValueError("depth: give depth or layers, not both")
@@ -231,6 +230,8 @@ class ArchSpec:
             key, value = key.strip(), value.strip()
             if not sep or not key:
                 raise ValueError(f"spec: {token!r} is not key=value")
+            if key not in _KEYS:
+                raise ValueError(f"spec: unknown field {key!r}; allowed: {', '.join(sorted(_KEYS))}")
             if key in d:
                 raise ValueError(f"{key}: given twice")
             d[key] = _PARSERS[key](key, value) if key in _PARSERS else value
@@ -242,6 +243,7 @@ class ArchSpec:
 
 _FIELDS = {f.name for f in dataclasses.fields(ArchSpec)}
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ArchSpec)}
+_KEYS = _FIELDS | {"depth"}  # what a spec string or dict may name
 # Which shortcut kinds each parameter belongs to.
 _PARAM_KINDS = {
     "scale": ("scaling",),
