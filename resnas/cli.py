@@ -172,7 +172,7 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int | Non
     if not result.ok:
         raise click.exceptions.Exit(1)
     export_mod.export(result.model, output, **data.pretrained_cfg())
-    console.print(f"saved: timm.create_model('local-dir:{output}', pretrained=True)", highlight=False)
+    console.print(f"saved: timm.create_model('local-dir:{output}', pretrained=True)", highlight=False, soft_wrap=True)
 
 
 def _report(result, data) -> None:
@@ -487,7 +487,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
         raise UserError(f"storage: {url[len('sqlite:///'):]} does not exist; run resnas search first or pass --storage")
     store = artifact_store(Search(Space(name="-"), storage=url))
-    console.print(f"optuna-dashboard on http://{host}:{port} for {mask_url(url)}", highlight=False)
+    console.print(f"optuna-dashboard on http://{host}:{port} for {mask_url(url)}", highlight=False, soft_wrap=True)
     run_server(url, host=host, port=port, artifact_store=store)
 
 
@@ -588,7 +588,7 @@ def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, data
                       f"{d['slope']:.3f}", term, f"{d['distance']:.2f}")
     console.print(table)
     if plot:
-        console.print(f"plot: {plot}", highlight=False)
+        console.print(f"plot: {plot}", highlight=False, soft_wrap=True)
 
 
 @cli.command()
@@ -640,7 +640,7 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
                                epochs=epochs or (rep.QUICK_EPOCHS if quick else rep.PAPER_EPOCHS), rows=numbers,
                                storage=storage, study_prefix=study_prefix, seed=seed)
         for note in job.reduced:
-            console.print(f"[bold yellow]not the paper's setting:[/] {note}", highlight=False)
+            console.print(f"[bold yellow]not the paper's setting:[/] {note}", highlight=False, soft_wrap=True)
         display = SearchDisplay(None, job.epochs, live=False)
         job.callbacks = [display.on_trial]
         start = time.perf_counter()
@@ -650,7 +650,7 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
     except (*_search_errors(), rep.ReproduceError) as e:
         raise UserError(str(e)) from None
     _print_reproduced(job, result, seconds)
-    console.print(f"wrote {md} and {csv_path}", highlight=False)
+    console.print(f"wrote {md} and {csv_path}", highlight=False, soft_wrap=True)
 
 
 def _print_reproduced(job, result, seconds: float) -> None:
@@ -665,7 +665,7 @@ def _print_reproduced(job, result, seconds: float) -> None:
         table.add_row(str(r["row"]), r["variant"], r["paper_error"], str(r["paper_rank"]), measured,
                       str(r["measured_rank"]), r["probe_ratio"])
     console.print(table)
-    console.print(f"{rep.agreement(result)}; {seconds / 60:.1f} min", highlight=False)
+    console.print(f"{rep.agreement(result)}; {seconds / 60:.1f} min", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
