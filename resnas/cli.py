@@ -480,13 +480,12 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
         from optuna_dashboard import run_server
     except ImportError:
         raise UserError("dashboard: optuna-dashboard is not installed; pip install 'resnas[dashboard]'") from None
-    from .space import Space
-    from .study import DEFAULT_STORAGE, Search, artifact_store, mask_url
+    from .study import DEFAULT_STORAGE, artifact_store, mask_url
 
     url = storage or DEFAULT_STORAGE
     if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
         raise UserError(f"storage: {url[len('sqlite:///'):]} does not exist; run resnas search first or pass --storage")
-    store = artifact_store(Search(Space(name="-"), storage=url))
+    store = artifact_store(url)
     console.print(f"optuna-dashboard on http://{host}:{port} for {mask_url(url)}", highlight=False, soft_wrap=True)
     run_server(url, host=host, port=port, artifact_store=store)
 

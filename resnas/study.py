@@ -219,20 +219,19 @@ def enqueue_retries(study: optuna.Study) -> int:
 def checkpoint_dir(search: Search, spec) -> Path:
     """Where a candidate's epoch checkpoints live: beside the artifacts, keyed by study and design."""
     key = hashlib.sha1(f"{search.name}\n{spec}\n{search.max_epochs}".encode()).hexdigest()[:20]
-    return artifact_root(search) / "checkpoints" / key
+    return artifact_root(search.storage_url) / "checkpoints" / key
 
 
-def artifact_root(search: Search) -> Path:
-    url = search.storage_url
+def artifact_root(url: str) -> Path:
     base = Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else Path(".")
     return base / "resnas-artifacts"
 
 
-def artifact_store(search: Search):
+def artifact_store(url: str):
     """A file-system artifact store beside an SQLite database (or in ./resnas-artifacts)."""
     from optuna.artifacts import FileSystemArtifactStore
 
-    root = artifact_root(search)
+    root = artifact_root(url)
     root.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(root))
 
@@ -394,7 +393,7 @@ def run_search(search: Search, enqueue: bool = True) -> optuna.Study:
         n_trials = waiting if search.trials is None else min(search.trials, waiting)
     if n_trials == 0:
         return study
-    objective = Objective(search, data, artifact_store(search))
+    objective = Objective(search, data, artifact_store(search.storage_url))
     study.optimize(objective, n_trials=n_trials, timeout=search.timeout, catch=(Exception,),
                    callbacks=search.callbacks, gc_after_trial=True)
     write_note(study, space)
@@ -451,7 +450,7 @@ def run_distributed(search: Search) -> optuna.Study | None:
     study, objective, n_trials = None, Objective(search, data, None), 0
     if state.is_main_process:
         study = open_study(search)
-        objective.store = artifact_store(search)
+        objective.store = artifact_store(search.storage_url)
         n_trials = search.trials if search.trials is not None else (search.space.trials or 10)
         prepare(study, search.space)
         if search.space.sampler == "grid":
@@ -570,7 +569,7 @@ def _fill_export(study: optuna.Study, url: str, trial, folder: Path, data_dir: s
 
     ids = {n: trial.user_attrs.get(f"artifact:{n}") for n in ("model.safetensors", "config.json")}
     if all(ids.values()):
-        store = artifact_store(Search(Space(name="-"), storage=url))
+        store = artifact_store(url)
         for name, artifact_id in ids.items():
             download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(folder / name))
         return f"trial {trial.number}'s own weights"
