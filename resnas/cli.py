@@ -385,14 +385,22 @@ def _si(n: float) -> str:
     return f"{n:g}"
 
 
-def _load_study(storage: str | None, study_name: str | None):
-    import optuna
-
-    from .study import DEFAULT_STORAGE, StudyError, mask_url, open_storage
+def _existing_storage(storage: str | None) -> str:
+    """The storage URL to read; an SQLite file must already exist (reading never creates one)."""
+    from .study import DEFAULT_STORAGE
 
     url = storage or DEFAULT_STORAGE
     if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
         raise UserError(f"storage: {url[len('sqlite:///'):]} does not exist; run resnas search first or pass --storage")
+    return url
+
+
+def _load_study(storage: str | None, study_name: str | None):
+    import optuna
+
+    from .study import StudyError, mask_url, open_storage
+
+    url = _existing_storage(storage)
     try:
         store = open_storage(url)
         names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
@@ -480,11 +488,9 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
         from optuna_dashboard import run_server
     except ImportError:
         raise UserError("dashboard: optuna-dashboard is not installed; pip install 'resnas[dashboard]'") from None
-    from .study import DEFAULT_STORAGE, artifact_store, mask_url
+    from .study import artifact_store, mask_url
 
-    url = storage or DEFAULT_STORAGE
-    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
-        raise UserError(f"storage: {url[len('sqlite:///'):]} does not exist; run resnas search first or pass --storage")
+    url = _existing_storage(storage)
     store = artifact_store(url)
     console.print(f"optuna-dashboard on http://{host}:{port} for {mask_url(url)}", highlight=False, soft_wrap=True)
     run_server(url, host=host, port=port, artifact_store=store)

@@ -380,17 +380,22 @@ def search_recipe(dataset: str, overrides: dict[str, Any], max_epochs: int) -> R
 
 
 # ---- running ------------------------------------------------------------------------------------
+def trial_budget(study: optuna.Study, search: Search) -> int | None:
+    """Trials to run now: --trials or the space's; for a grid, the enqueued rest of it (or --trials of it)."""
+    if search.space.sampler != "grid":
+        return search.trials if search.trials is not None else search.space.trials
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    return waiting if search.trials is None else min(search.trials, waiting)
+
+
 def run_search(search: Search, enqueue: bool = True) -> optuna.Study:
     """Open (or resume) the study and run ``search.trials`` more trials in this process."""
     data = load_data(dataset_of(search), search.data_dir)
     study = open_study(search)
     space = search.space
-    n_trials = search.trials if search.trials is not None else space.trials
     if enqueue:
         prepare(study, space)
-    if space.sampler == "grid":  # the rest of the grid, or --trials of it
-        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        n_trials = waiting if search.trials is None else min(search.trials, waiting)
+    n_trials = trial_budget(study, search)
     if n_trials == 0:
         return study
     objective = Objective(search, data, artifact_store(search.storage_url))
@@ -411,10 +416,7 @@ def run_workers(search: Search, devices: list[str], poll=None) -> optuna.Study:
     load_data(dataset_of(search), search.data_dir)  # fail here, once, on missing data
     study = open_study(search)
     prepare(study, search.space)
-    total = search.trials if search.trials is not None else search.space.trials
-    if search.space.sampler == "grid":
-        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        total = waiting if search.trials is None else min(search.trials, waiting)
+    total = trial_budget(study, search)
     total = total if total is not None else 10 * len(devices)
     shares = [total // len(devices) + (i < total % len(devices)) for i in range(len(devices))]
     threads = max(1, (os.cpu_count() or 1) // len(devices))
@@ -451,11 +453,9 @@ def run_distributed(search: Search) -> optuna.Study | None:
     if state.is_main_process:
         study = open_study(search)
         objective.store = artifact_store(search.storage_url)
-        n_trials = search.trials if search.trials is not None else (search.space.trials or 10)
         prepare(study, search.space)
-        if search.space.sampler == "grid":
-            waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-            n_trials = waiting if search.trials is None else min(search.trials, waiting)
+        n_trials = trial_budget(study, search)
+        n_trials = n_trials if n_trials is not None else 10
     n_trials = _broadcast(n_trials)
     for _ in range(n_trials):
         trial = study.ask() if state.is_main_process else None
