@@ -254,7 +254,7 @@ class SearchDisplay:
 
 def _storage_option(f):
     return click.option("--storage", envvar="RESNAS_STORAGE", show_envvar=True,
-                        help="Optuna storage URL [default: sqlite:///resnas.db].")(f)
+                        help="Optuna storage: sqlite:///FILE.db, journal:///FILE.log, postgresql://... [default: sqlite:///resnas.db].")(f)
 
 
 def _study_option(f):
@@ -386,12 +386,13 @@ def _si(n: float) -> str:
 
 
 def _existing_storage(storage: str | None) -> str:
-    """The storage URL to read; an SQLite file must already exist (reading never creates one)."""
-    from .study import DEFAULT_STORAGE
+    """The storage URL to read; an SQLite or journal file must already exist (reading never creates one)."""
+    from .study import DEFAULT_STORAGE, local_file
 
     url = storage or DEFAULT_STORAGE
-    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
-        raise UserError(f"storage: {url[len('sqlite:///'):]} does not exist; run resnas search first or pass --storage")
+    db = local_file(url)
+    if db is not None and not db.exists():
+        raise UserError(f"storage: {db} does not exist; run resnas search first or pass --storage")
     return url
 
 
@@ -488,12 +489,16 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
         from optuna_dashboard import run_server
     except ImportError:
         raise UserError("dashboard: optuna-dashboard is not installed; pip install 'resnas[dashboard]'") from None
-    from .study import artifact_store, mask_url
+    from .study import JOURNAL, StudyError, artifact_store, mask_url, open_storage
 
     url = _existing_storage(storage)
     store = artifact_store(url)
+    try:  # optuna-dashboard takes RDB URLs itself; a journal is handed over opened
+        served = open_storage(url) if url.startswith(JOURNAL) else url
+    except StudyError as e:
+        raise UserError(str(e)) from None
     console.print(f"optuna-dashboard on http://{host}:{port} for {mask_url(url)}", highlight=False, soft_wrap=True)
-    run_server(url, host=host, port=port, artifact_store=store)
+    run_server(served, host=host, port=port, artifact_store=store)
 
 
 # ---- probe and reproduce --------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from .space import Space
 from .train import CHECKPOINT, RECIPES, Recipe, StopTraining, checkpoint_epoch, train
 
 DEFAULT_STORAGE = "sqlite:///resnas.db"
+JOURNAL = "journal:///"  # journal:///study.log: Optuna's JournalStorage on a file, like sqlite:/// paths
 WEIGHTS_TOP_K = 3  # completed trials whose weights are kept as artifacts
 PROBE_BATCH = 32  # images in the batch every candidate is probed on
 
@@ -92,16 +93,20 @@ def mask_url(url: str) -> str:
 def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
     """An Optuna storage that several workers (and a dashboard) can share.
 
-    SQLite runs in WAL mode with a 60 s busy timeout, so readers never block the writer and writers
+    ``journal:///study.log`` is Optuna's JournalStorage on a file (file locks, no server, no
+    heartbeat). SQLite runs in WAL mode with a 60 s busy timeout, so readers never block the writer and writers
     queue instead of failing with "database is locked". RDB storages (SQLite, PostgreSQL, MySQL) get
     a heartbeat: a worker killed mid-trial leaves a stale trial, which the next worker marks FAIL and
     retries with the same parameters (it then resumes from the candidate's epoch checkpoint).
     """
-    if url.startswith("sqlite:///"):
-        db = Path(url[len("sqlite:///"):])
-        if not db.parent.exists() or not os.access(db.parent, os.W_OK):
-            raise StudyError(f"storage: cannot write {db} (folder missing or not writable)")
+    db = local_file(url)
+    if db is not None and (not db.parent.exists() or not os.access(db.parent, os.W_OK)):
+        raise StudyError(f"storage: cannot write {db} (folder missing or not writable)")
     try:
+        if url.startswith(JOURNAL):  # no heartbeat: a killed worker's trial stays RUNNING
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            return JournalStorage(JournalFileBackend(str(db)))
         if not url.startswith(("sqlite", "postgresql", "mysql")):
             return optuna.storages.get_storage(url)
         if url.startswith("sqlite"):
@@ -222,13 +227,21 @@ def checkpoint_dir(search: Search, spec) -> Path:
     return artifact_root(search.storage_url) / "checkpoints" / key
 
 
+def local_file(url: str) -> Path | None:
+    """The file of an SQLite or journal storage URL (``sqlite:///a.db``, ``journal:////abs/b.log``)."""
+    for prefix in ("sqlite:///", JOURNAL):
+        if url.startswith(prefix):
+            return Path(url[len(prefix):])
+    return None
+
+
 def artifact_root(url: str) -> Path:
-    base = Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else Path(".")
-    return base / "resnas-artifacts"
+    db = local_file(url)
+    return (db.parent if db is not None else Path(".")) / "resnas-artifacts"
 
 
 def artifact_store(url: str):
-    """A file-system artifact store beside an SQLite database (or in ./resnas-artifacts)."""
+    """A file-system artifact store beside an SQLite database or journal file (or in ./resnas-artifacts)."""
     from optuna.artifacts import FileSystemArtifactStore
 
     root = artifact_root(url)

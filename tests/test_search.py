@@ -158,6 +158,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _dashboard_studies(port: int) -> list[dict]:
+    """The study summaries a dashboard on loopback serves, once it answers (within 60 s)."""
+    for _ in range(120):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                return json.load(r)["study_summaries"]
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"no dashboard answered on port {port}")
+
+
 def test_dashboard_serves_study_and_trial_attributes(space_file, tmp_path):
     db = tmp_path / "d.db"
     assert _search(space_file, db, "--trials", "1") == 0
@@ -165,15 +176,8 @@ def test_dashboard_serves_study_and_trial_attributes(space_file, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "resnas", "dashboard", "--storage", f"sqlite:///{db}",
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        studies = None
-        for _ in range(120):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
-                    studies = json.load(r)["study_summaries"]
-                break
-            except OSError:
-                time.sleep(0.5)
-        assert studies and studies[0]["study_name"] == "tiny"
+        studies = _dashboard_studies(port)
+        assert studies[0]["study_name"] == "tiny"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}") as r:
             detail = json.load(r)
         attrs = {a["key"]: a["value"] for a in detail["trials"][0]["user_attrs"]}
@@ -209,7 +213,32 @@ def test_two_cpu_worker_processes_share_one_grid(tmp_path, capsys):
     trials = _study(db).trials
     assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted(map(str, (t.params for t in trials))) == sorted(map(str, load_space(space).grid_points()))
-    assert "trial 5" in capsys.readouterr().out or True
+
+
+def test_journal_storage_shared_by_two_workers_then_read_and_served(tmp_path, capsys):
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    space = tmp_path / "grid.yaml"
+    space.write_text(GRID)
+    log = tmp_path / "j.log"
+    url = f"journal:///{log}"
+    assert main(["search", "--space", str(space), "--storage", url, "--epochs", "1", "--workers", "2"]) == 0
+    trials = optuna.load_study(study_name="tiny", storage=JournalStorage(JournalFileBackend(str(log)))).trials
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert (tmp_path / "resnas-artifacts").is_dir()  # weights kept beside the journal file
+    capsys.readouterr()
+    assert main(["best", "--storage", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trials"][0]["trial"] in range(6)
+    assert main(["best", "--storage", f"journal:///{tmp_path / 'none.log'}"]) == 2
+    assert "none.log does not exist" in capsys.readouterr().err
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "resnas", "dashboard", "--storage", url, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert _dashboard_studies(port)[0]["study_name"] == "tiny"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_accelerate_launch_trains_each_trial_on_two_processes(space_file, tmp_path):
