@@ -297,9 +297,12 @@ def spaces() -> None:
 @click.option("--probe-max-gain", type=click.FloatRange(min=0),
               help="Prune a candidate before training when its probe |gain| (log10 gradient ratio) exceeds X.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Rows of the final table.")
+@click.option("--worker-index", type=click.IntRange(min=0), default=0, envvar="RESNAS_WORKER_INDEX", show_envvar=True,
+              help="This command's index among those started together on one study (e.g. $SLURM_ARRAY_TASK_ID), "
+                   "so that their samplers draw different candidates.")
 def search(space_name: str, dataset: str | None, data_dir: str | None, storage: str | None, study_name: str | None,
            trials: int | None, timeout: float | None, epochs: int | None, seed: int | None, devices: str | None,
-           workers: int | None, heartbeat: int, probe_max_gain: float | None, top: int) -> None:
+           workers: int | None, heartbeat: int, probe_max_gain: float | None, top: int, worker_index: int) -> None:
     """Search the space's residual-unit designs on a data set with Optuna.
 
     Resumes the study when it exists. With no arguments: the `default` space on digits, a few
@@ -326,7 +329,7 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
         device_list = _devices(devices, workers)
         job = Search(space, storage=storage, study_name=study_name, dataset=dataset, data_dir=data_dir,
                      trials=trials, timeout=timeout, epochs=epochs, seed=seed, heartbeat=heartbeat,
-                     probe_max_gain=probe_max_gain)
+                     probe_max_gain=probe_max_gain, worker=worker_index)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under accelerate launch / torchrun
             study = run_distributed(job)
             if study is None:  # not the main process

@@ -37,6 +37,7 @@ DEFAULT_STORAGE = "sqlite:///resnas.db"
 JOURNAL = "journal:///"  # journal:///study.log: Optuna's JournalStorage on a file, like sqlite:/// paths
 WEIGHTS_TOP_K = 3  # completed trials whose weights are kept as artifacts
 PROBE_BATCH = 32  # images in the batch every candidate is probed on
+SEED_STRIDE = 1_000_003  # sampler seeds of workers started together lie this far apart
 
 
 class StudyError(ValueError):
@@ -61,6 +62,7 @@ class Search:
     on_epoch: Any = None  # on_epoch(trial_number, EpochReport), for a live display
     heartbeat: int | None = 60  # seconds; a trial silent for twice this is stale (RDB storages)
     probe_max_gain: float | None = None  # prune before training when the probe's |gain| exceeds this
+    worker: int = 0  # this process's index among those started together on one study (sampler seeds)
 
     @property
     def name(self) -> str:
@@ -166,10 +168,12 @@ def open_study(search: Search) -> optuna.Study:
     storage = open_storage(search.storage_url, search.heartbeat)
     try:
         study = optuna.create_study(storage=storage, study_name=search.name, load_if_exists=True,
-                                    directions=space.directions, sampler=make_sampler(space, seed),
-                                    pruner=make_pruner(search))
+                                    directions=space.directions, pruner=make_pruner(search))
+        joined = len(study.get_trials(deepcopy=False))
     except Exception as e:
         raise StudyError(f"study {search.name}: {_first_line(e)}") from None
+    # a process that resumes the study, or searches it beside others, must not redraw their candidates
+    study.sampler = make_sampler(space, seed + SEED_STRIDE * search.worker + joined)
     made_from = study.user_attrs.get("space")
     if made_from is None:
         for key, value in study_attrs(search).items():
@@ -256,6 +260,7 @@ class Objective:
     def __init__(self, search: Search, data, store):
         self.search, self.data, self.store = search, data, store
         self.real_trial: optuna.Trial | None = None  # set when __call__ gets a TorchDistributedTrial
+        self.distributed = False  # under accelerate launch: every rank gets a TorchDistributedTrial
         self.recipe = search_recipe(data.name, search.space.recipe, search.max_epochs)
         self.seed = search.seed if search.seed is not None else search.space.seed
         self.probe_batch = None  # one validation batch, taken by the first probe
@@ -278,6 +283,9 @@ class Objective:
     def _run(self, trial: optuna.Trial):
         space, data = self.search.space, self.data
         spec = space.suggest(trial, in_chans=data.input_size[0], num_classes=data.num_classes)
+        if self.distributed:  # TorchDistributedTrial hands suggested floats over as float32; its params are exact
+            spec = space.suggest(optuna.trial.FixedTrial(trial.params), in_chans=data.input_size[0],
+                                 num_classes=data.num_classes)
         trial.set_user_attr("spec", str(spec))
         trial.set_user_attr("timm", f"timm.create_model('resnas_spec', spec='{spec}')")
         trial.set_user_attr("device", self.search.device or ("cuda" if _cuda() else "cpu"))
@@ -434,8 +442,9 @@ def run_workers(search: Search, devices: list[str], poll=None) -> optuna.Study:
     shares = [total // len(devices) + (i < total % len(devices)) for i in range(len(devices))]
     threads = max(1, (os.cpu_count() or 1) // len(devices))
     ctx = mp.get_context("spawn")  # CUDA and forked processes do not mix
-    workers = [ctx.Process(target=_worker, args=(_for_worker(search, n, device), device, threads), daemon=True)
-               for n, device in zip(shares, devices) if n]
+    first = search.worker * len(devices)  # indices stay distinct across machines that each run workers
+    workers = [ctx.Process(target=_worker, args=(_for_worker(search, n, device, first + i), device, threads),
+                           daemon=True) for i, (n, device) in enumerate(zip(shares, devices)) if n]
     for w in workers:
         w.start()
     while any(w.is_alive() for w in workers):
@@ -463,6 +472,7 @@ def run_distributed(search: Search) -> optuna.Study | None:
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     data = load_data(dataset_of(search), search.data_dir)
     study, objective, n_trials = None, Objective(search, data, None), 0
+    objective.distributed = True
     if state.is_main_process:
         study = open_study(search)
         objective.store = artifact_store(search.storage_url)
@@ -474,7 +484,9 @@ def run_distributed(search: Search) -> optuna.Study | None:
         trial = study.ask() if state.is_main_process else None
         objective.real_trial = trial
         try:
-            values, trial_state = objective(TorchDistributedTrial(trial)), TrialState.COMPLETE
+            with _quiet():  # its ExperimentalWarning, once per trial and process
+                distributed_trial = TorchDistributedTrial(trial)
+            values, trial_state = objective(distributed_trial), TrialState.COMPLETE
         except optuna.TrialPruned:
             values, trial_state = None, TrialState.PRUNED
         except Exception:  # recorded by the objective; the search goes on
@@ -495,11 +507,11 @@ def _broadcast(value: int) -> int:
     return box[0]
 
 
-def _for_worker(search: Search, trials: int, device: str) -> Search:
+def _for_worker(search: Search, trials: int, device: str, index: int) -> Search:
     return Search(search.space, storage=search.storage_url, study_name=search.name, dataset=search.dataset,
                   data_dir=search.data_dir, trials=trials, timeout=search.timeout, epochs=search.epochs,
                   seed=search.seed, device=device, heartbeat=search.heartbeat,
-                  probe_max_gain=search.probe_max_gain)
+                  probe_max_gain=search.probe_max_gain, worker=index)
 
 
 def _worker(search: Search, device: str, threads: int) -> None:

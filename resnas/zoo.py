@@ -36,9 +36,16 @@ def input_cfg(spec: ArchSpec) -> dict[str, Any]:
     """The pretrained_cfg entries describing the input a spec's layout expects."""
     if spec.stem == "cifar":
         return dict(input_size=(spec.in_chans, 32, 32), pool_size=(8, 8), crop_pct=1.0,
-                    mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=spec.num_classes)
+                    **_stats(CIFAR10_MEAN, CIFAR10_STD, spec.in_chans), num_classes=spec.num_classes)
     return dict(input_size=(spec.in_chans, 224, 224), pool_size=(7, 7), crop_pct=0.875,
-                mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, num_classes=spec.num_classes)
+                **_stats(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, spec.in_chans), num_classes=spec.num_classes)
+
+
+def _stats(mean: tuple, std: tuple, in_chans: int) -> dict[str, tuple]:
+    """RGB statistics, or their channel average repeated for another number of input channels."""
+    if in_chans == len(mean):
+        return dict(mean=tuple(mean), std=tuple(std))
+    return dict(mean=(sum(mean) / len(mean),) * in_chans, std=(sum(std) / len(std),) * in_chans)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

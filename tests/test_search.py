@@ -34,6 +34,9 @@ space:
 """
 
 GRID = TINY.replace("sampler: tpe", "sampler: grid").replace("pruner: hyperband", "pruner: none")
+# every candidate has a float parameter: two draws alike would mean a sampler repeated itself
+SCALED = TINY.replace("shortcut: {identity: {}, scaling: {scale: [0.5, 1.0]}}",
+                      "shortcut: {scaling: {scale: {low: 0.1, high: 1.0}}}")
 
 
 @pytest.fixture
@@ -241,10 +244,24 @@ def test_journal_storage_shared_by_two_workers_then_read_and_served(tmp_path, ca
         proc.wait(10)
 
 
-def test_accelerate_launch_trains_each_trial_on_two_processes(space_file, tmp_path):
+def test_workers_and_resumed_runs_draw_new_candidates(tmp_path, capsys):
+    space = tmp_path / "scaled.yaml"
+    space.write_text(SCALED)
+    db = tmp_path / "w.db"
+    assert _search(space, db, "--epochs", "1", "--workers", "2", "--trials", "2") == 0
+    assert _search(space, db, "--epochs", "1", "--trials", "1") == 0  # resumes: must not redraw trial 0
+    scales = [t.params["scaling.scale"] for t in _study(db, "tiny").trials]
+    assert len(scales) == 3 and len(set(scales)) == 3
+
+
+def test_accelerate_launch_trains_each_trial_on_two_processes(tmp_path):
     import os
     import shutil
 
+    from resnas.spec import ArchSpec
+
+    space_file = tmp_path / "scaled.yaml"
+    space_file.write_text(SCALED)
     db = tmp_path / "a.db"
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable))
@@ -256,6 +273,9 @@ def test_accelerate_launch_trains_each_trial_on_two_processes(space_file, tmp_pa
     trials = _study(db).trials
     assert len(trials) == 2 and all(t.user_attrs["status"] in ("ok", "pruned") for t in trials)
     assert run.stdout.count("best of tiny") == 1  # only the main process prints
+    for t in trials:  # the trained design is the recorded one, to the last bit (not a float32 copy)
+        assert ArchSpec.parse(t.user_attrs["spec"]).scale == t.params["scaling.scale"]
+    assert "ExperimentalWarning" not in run.stderr
 
 
 def test_diverged_candidates_are_recorded_and_the_search_goes_on(tmp_path, capsys):

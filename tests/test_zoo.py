@@ -63,6 +63,7 @@ def test_resnas_spec_entry_builds_any_spec_with_its_input_cfg():
     assert str(model.spec) == ("layout=cifar,depth=20,unit=basic,act=relu_before_add,shortcut=shortcut_gate,"
                                "in_chans=1,num_classes=5")
     assert model.pretrained_cfg["input_size"] == (1, 32, 32) and model.pretrained_cfg["num_classes"] == 5
+    assert len(model.pretrained_cfg["mean"]) == len(model.pretrained_cfg["std"]) == 1  # one per input channel
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 5)
     with pytest.raises(ValueError, match="^depth: 21 is not 6n\\+2"):
         timm.create_model("resnas_spec", spec="depth=21")
