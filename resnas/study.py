@@ -178,6 +178,8 @@ def open_study(search: Search) -> optuna.Study:
     if made_from is None:
         for key, value in study_attrs(search).items():
             study.set_user_attr(key, value)
+        with _quiet():  # the dashboard's axes say val_error, not "Objective 0"
+            study.set_metric_names(list(space.objectives))
     elif made_from != space.name or study.user_attrs.get("dataset") != dataset_of(search):
         raise StudyError(f"study {search.name}: made from space {made_from} on {study.user_attrs.get('dataset')}; "
                          f"give --study NEW_NAME to search {space.name} on {dataset_of(search)}")

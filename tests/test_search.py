@@ -69,6 +69,7 @@ def test_search_records_trials_and_resumes(space_file, tmp_path, capsys):
     assert attrs["status"] == "ok" and attrs["device"] == "cpu" and attrs["params"] > 1000 and attrs["macs"] > 0
     assert len(attrs["epoch_seconds"]) == len(attrs["val_error"]) == attrs["epochs"]
     assert study.user_attrs["space"] == "tiny" and study.user_attrs["dataset"] == "digits"
+    assert study.metric_names == ["val_error"]
     # the same command again continues the study
     assert _search(space_file, db, "--trials", "2") == 0
     numbers = [t.number for t in _study(db).trials]
