@@ -682,6 +682,7 @@ def _print_reproduced(job, result, seconds: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``resnas`` console script: returns 0, 2 for bad input (one line on stderr), 130 on Ctrl-C."""
     try:
         cli.main(args=argv, prog_name="resnas", standalone_mode=False)
     except click.exceptions.Exit as e:

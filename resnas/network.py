@@ -164,6 +164,7 @@ def build(spec: ArchSpec | str, **kwargs: Any) -> ResNet:
 
 
 def count_params(model: nn.Module) -> int:
+    """Number of parameters (conv + BN + FC), as PAPER.md counts them."""
     return sum(p.numel() for p in model.parameters())
 
 

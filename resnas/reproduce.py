@@ -240,6 +240,7 @@ def agreement(rows: list[Row]) -> str:
 
 
 def to_markdown(job: Reproduction, rows: list[Row], seconds: float | None = None) -> str:
+    """The reproduced table in Markdown: measured beside the paper, with ranks, fails and probe ratios."""
     records = table_rows(rows)
     title = {"table1": "Table 1 (shortcut variants, Fig. 2)", "table2": "Table 2 (activation placements, Fig. 4)"}
     lines = [f"# He et al. 2016, {title[job.table]}, reproduced by resnas", ""]

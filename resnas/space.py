@@ -57,6 +57,7 @@ Values = tuple | Range  # a list of choices or a range
 
 @dataclass(frozen=True)
 class Space:
+    """A validated search space: its sampler, pruner, objectives, epoch budget, recipe and choices."""
     name: str
     description: str = ""
     dataset: str = "digits"
@@ -177,6 +178,7 @@ def builtin_dir() -> Path:
 
 
 def builtin_spaces() -> dict[str, Path]:
+    """The spaces shipped in the package (``search_spaces/*.yaml``), by name."""
     return {p.stem: p for p in sorted(builtin_dir().glob("*.yaml"))}
 
 
@@ -197,6 +199,7 @@ def load_space(name_or_path: str | Path) -> Space:
 
 
 def parse_space(text: str, source: str = "<space>", default_name: str = "space") -> Space:
+    """A ``Space`` from YAML text; every mistake is a one-line ``SpaceError`` naming ``source`` and the key."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:

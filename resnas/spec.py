@@ -71,6 +71,7 @@ def cifar_layers(depth: int, unit: str) -> tuple[int, int, int]:
 
 
 def imagenet_layers(depth: int) -> tuple[str, tuple[int, ...]]:
+    """Unit type and units per stage of the ImageNet net of a depth (18, 34, 50, 101, 152, 200)."""
     if depth not in IMAGENET_LAYERS:
         raise ValueError(
             f"depth: {depth} has no ImageNet layout; allowed: {', '.join(map(str, IMAGENET_LAYERS))}"
@@ -108,11 +109,13 @@ class ArchSpec:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def cifar(cls, depth: int, unit: str = "basic", **kwargs: Any) -> ArchSpec:
+        """A CIFAR net (3 stages, 16/32/64 widths) of ``depth``: ``ArchSpec.cifar(164, "bottleneck", act="preact")``."""
         _choices("unit", unit, UNITS)
         return cls(layout="cifar", layers=cifar_layers(depth, unit), unit=unit, **kwargs)
 
     @classmethod
     def imagenet(cls, depth: int, **kwargs: Any) -> ArchSpec:
+        """An ImageNet net (7x7 stem, 4 stages, 1000 classes) of ``depth``: ``ArchSpec.imagenet(200)``."""
         unit, layers = imagenet_layers(depth)
         kwargs.setdefault("num_classes", 1000)
         return cls(layout="imagenet", layers=layers, unit=unit, **kwargs)
@@ -163,6 +166,7 @@ class ArchSpec:
 
     @property
     def stage_widths(self) -> tuple[int, ...]:
+        """The width of each stage after the ``width`` multiplier (bottleneck outputs are 4x these)."""
         return tuple(max(1, round(w * self.width)) for w in self.widths)
 
     @property
@@ -172,12 +176,14 @@ class ArchSpec:
 
     # ---- round trips --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (lists for tuples); ``ArchSpec.from_dict`` reads it back."""
         d = dataclasses.asdict(self)
         d["layers"], d["widths"] = list(self.layers), list(self.widths)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ArchSpec:
+        """A spec from a mapping of fields (``depth`` accepted); unknown or bad fields raise a one-line ValueError."""
         if not isinstance(d, dict):
             raise ValueError(f"spec: expected a mapping, got {type(d).__name__}")
         d = dict(d)
@@ -238,6 +244,7 @@ class ArchSpec:
         return cls.from_dict(d)
 
     def replace(self, **changes: Any) -> ArchSpec:
+        """A copy with some fields changed, validated like a new spec."""
         return dataclasses.replace(self, **changes)
 
 

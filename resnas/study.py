@@ -142,6 +142,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
+    """The space's Optuna sampler: multivariate TPE, NSGA-II (two objectives) or random (grids, enqueued)."""
     if space.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if space.sampler in ("random", "grid"):  # a grid's points are enqueued; the sampler only fills gaps
@@ -153,6 +154,7 @@ def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(search: Search) -> optuna.pruners.BasePruner:
+    """The space's pruner, with epochs as the resource: Hyperband (reduction factor 3), median or none."""
     kind = search.space.pruner
     if kind == "hyperband":  # epochs are the resource
         return optuna.pruners.HyperbandPruner(min_resource=search.min_epochs, max_resource=search.max_epochs,
@@ -242,6 +244,7 @@ def local_file(url: str) -> Path | None:
 
 
 def artifact_root(url: str) -> Path:
+    """Where weights and checkpoints live: ``resnas-artifacts/`` beside a storage file, else in the working dir."""
     db = local_file(url)
     return (db.parent if db is not None else Path(".")) / "resnas-artifacts"
 

@@ -47,6 +47,7 @@ def norm_act(kind: str, chs: int, inplace: bool = True) -> nn.Module:
 
 
 def conv(in_chs: int, out_chs: int, k: int, stride: int = 1) -> nn.Conv2d:
+    """A k x k convolution without bias ('same' padding), as in the paper's nets."""
     return nn.Conv2d(in_chs, out_chs, k, stride=stride, padding=k // 2, bias=False)
 
 
@@ -64,6 +65,7 @@ class ZeroPad(nn.Module):
 
 
 def projection(in_chs: int, out_chs: int, stride: int, bn: bool) -> nn.Module:
+    """The 1x1 projection shortcut (option B) of a unit that changes dimension, followed by a BN when ``bn``."""
     layers = OrderedDict(conv=conv(in_chs, out_chs, 1, stride))
     if bn:
         layers["norm"] = norm_act("bn", out_chs)

@@ -24,3 +24,25 @@ def test_package_is_typed_and_registers_with_timm():
 
     assert (Path(resnas.__file__).parent / "py.typed").exists()
     assert {"preact_resnet200", "preact_resnet1001", "resnas_spec"} <= set(timm.list_models("*resn*"))
+
+
+def _si(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)([MG])", text).groups()
+    return float(number) * {"M": 1e6, "G": 1e9}[unit]
+
+
+def test_readme_models_table_matches_the_zoo():
+    import timm
+    import torch
+
+    from resnas.network import count_macs, count_params
+    from resnas.zoo import ZOO
+
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([\d,]+) \| ([\d.]+[MG])", (ROOT / "README.md").read_text(), flags=re.M)
+    assert {name for name, _, _ in rows} == set(ZOO)
+    for name, params, macs in rows:
+        with torch.device("meta"):  # shapes only: the ImageNet nets cost nothing to count
+            model = timm.create_model(name)
+        assert count_params(model) == int(params.replace(",", "")), name
+        measured = count_macs(model, model.pretrained_cfg["input_size"])
+        assert abs(measured - _si(macs)) / measured < 0.001, (name, measured)
