@@ -1,0 +1,69 @@
+"""A search from Python: load a space, run an Optuna study over it, rebuild the best design with timm.
+
+    python examples/quick_search.py                           # `default` on digits: 16 trials, a few minutes on a CPU
+    python examples/quick_search.py --trials 2 --epochs 1 --storage sqlite:///quick.db   # seconds
+    python examples/quick_search.py --space examples/custom_space.yaml
+
+The study lives in --storage (any Optuna URL; the CLI's default is sqlite:///resnas.db) and is named after
+the space, so running the script again adds trials to the same study; `resnas best --storage ...` and
+`resnas dashboard --storage ...` read it too. examples/export_reload.py turns its best trial into weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import optuna
+import timm
+import torch
+
+import resnas  # noqa: F401  (importing resnas registers its networks with timm)
+from resnas.data import load_data
+from resnas.space import load_space
+from resnas.study import Search, ranked_trials, run_search, trial_status
+
+
+def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """An Optuna study callback: one line per finished trial."""
+    value = f"{trial.values[0]:.4f}" if trial.values else "-"
+    print(f"trial {trial.number}: {trial_status(trial)}, val_error {value}, {trial.user_attrs.get('spec')}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="default", help="a built-in space (resnas spaces) or a YAML file")
+    parser.add_argument("--trials", type=int, help="trials to run now [default: the space's]")
+    parser.add_argument("--epochs", type=int, help="maximum epochs per candidate [default: the space's]")
+    parser.add_argument("--storage", default="sqlite:///resnas.db", help="Optuna storage URL")
+    parser.add_argument("--study", help="study name [default: the space's name]")
+    parser.add_argument("--seed", type=int, help="sampler and training seed [default: the space's]")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # print_trial reports each trial instead
+
+    space = load_space(args.space)
+    print(f"space {space.name} ({space.sampler} + {space.pruner}, dataset {space.dataset}): {space.description}")
+    search = Search(space, storage=args.storage, study_name=args.study, trials=args.trials, epochs=args.epochs,
+                    seed=args.seed, callbacks=[print_trial])
+    study = run_search(search)  # an optuna.Study: study.trials_dataframe(), optuna.visualization, ...
+
+    ranked = ranked_trials(study)  # completed trials, best first (study.best_trial for one objective)
+    if not ranked:
+        raise SystemExit("no completed trial yet; run more trials")
+    best = ranked[0]
+    print(f"best trial {best.number}: val_error {best.values[0]:.4f} after {best.user_attrs['epochs']} epochs")
+    print(f"spec: {best.user_attrs['spec']}")
+    print(f"rebuild: {best.user_attrs['timm']}")
+
+    # The design as a timm model (untrained; the trial's weights: examples/export_reload.py or `resnas export`).
+    model = timm.create_model("resnas_spec", spec=best.user_attrs["spec"]).eval()
+    params = sum(p.numel() for p in model.parameters())
+    data = load_data(study.user_attrs["dataset"])
+    x, _ = next(iter(data.loader("val", batch_size=8)))
+    with torch.no_grad():
+        logits = model(x)
+    print(f"params: {params} (recorded {best.user_attrs['params']}); logits {tuple(logits.shape)} "
+          f"for a batch of {tuple(x.shape)}")
+
+
+if __name__ == "__main__":
+    main()
