@@ -14,6 +14,7 @@ the best keep their weights as Optuna artifacts beside the database.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import math
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from .data import load_data
@@ -123,6 +125,11 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.Base
         if url.startswith("sqlite"):
             with storage.engine.connect() as connection:  # WAL is a property of the file: set once, kept
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            # per connection: in WAL mode a commit then skips its fsync (about 8 -> 3 ms per trial attribute);
+            # the file stays consistent, a power cut may lose the last commits
+            sqlalchemy.event.listen(storage.engine, "connect",
+                                    lambda dbapi, _: dbapi.execute("PRAGMA synchronous=NORMAL"))
+            storage.engine.dispose()  # pooled connections opened before the listener
         return storage
     except Exception as e:
         raise StudyError(f"storage: cannot open {mask_url(url)}: {_first_line(e)}") from None
@@ -425,10 +432,18 @@ def run_search(search: Search, enqueue: bool = True) -> optuna.Study:
     if n_trials == 0:
         return study
     objective = Objective(search, data, artifact_store(search.storage_url))
+    _freeze_heap()
     study.optimize(objective, n_trials=n_trials, timeout=search.timeout, catch=(Exception,),
-                   callbacks=search.callbacks, gc_after_trial=True)
+                   callbacks=search.callbacks)
     write_note(study, space)
     return study
+
+
+def _freeze_heap() -> None:
+    """Move the objects alive now (torch, sympy, the data: ~500k) out of the collector's sight: the
+    collection after every trial (resnas.train) then costs milliseconds, not 0.4 s."""
+    gc.collect()
+    gc.freeze()
 
 
 def run_workers(search: Search, devices: list[str], poll=None) -> optuna.Study:
@@ -485,6 +500,7 @@ def run_distributed(search: Search) -> optuna.Study | None:
         n_trials = trial_budget(study, search)
         n_trials = n_trials if n_trials is not None else 10
     n_trials = _broadcast(n_trials)
+    _freeze_heap()
     for _ in range(n_trials):
         trial = study.ask() if state.is_main_process else None
         objective.real_trial = trial

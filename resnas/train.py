@@ -16,7 +16,6 @@ status instead of an exception, so a search can go on::
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import math
 import os
@@ -220,8 +219,7 @@ def train(model: ArchSpec | str | nn.Module, data: Data, epochs: int, recipe: Re
         status, reason, test_error, model = "oom", str(e).splitlines()[0], None, None
     result = TrainResult(status, reason, len(history["train_loss"]), seconds=time.perf_counter() - start,
                          params=params, macs=macs, spec=spec, test_error=test_error, model=model, **history)
-    accelerator.free_memory()  # outside the except block: its traceback no longer pins the tensors
-    gc.collect()
+    accelerator.free_memory()  # and gc.collect(); outside the except block: its traceback no longer pins tensors
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return result

@@ -114,6 +114,7 @@ def test_workers_sh_runs_two_cpu_workers_on_one_study(tmp_path):
     assert len(trials) == 2
     assert all(t.state == TrialState.COMPLETE and t.user_attrs["status"] == "ok" for t in trials)
     assert all(t.user_attrs["device"] == "cpu" for t in trials)
+    assert trials[0].params != trials[1].params  # each worker's sampler draws its own candidates
 
 
 def test_export_reload_gives_the_recorded_error_and_the_exported_predictions(tmp_path):
