@@ -59,3 +59,10 @@ def test_three_workers_on_postgres_match_one_worker(pg_url, tmp_path, capsys, mo
     assert best_many.value == pytest.approx(best_one.value, abs=1e-9)
     by_spec = {t.user_attrs["spec"]: t.value for t in studies[one].trials}
     assert all(by_spec[t.user_attrs["spec"]] == pytest.approx(t.value, abs=1e-9) for t in studies[many].trials)
+
+
+def test_postgres_sessions_commit_without_waiting_for_the_disk(pg_url):
+    from resnas.study import open_storage
+
+    with open_storage(pg_url).engine.connect() as connection:
+        assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"

@@ -219,6 +219,14 @@ def test_two_cpu_worker_processes_share_one_grid(tmp_path, capsys):
     assert sorted(map(str, (t.params for t in trials))) == sorted(map(str, load_space(space).grid_points()))
 
 
+def test_sqlite_storage_is_wal_without_fsync_per_commit(tmp_path):
+    from resnas.study import open_storage
+
+    with open_storage(f"sqlite:///{tmp_path / 'p.db'}").engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
 def test_journal_storage_shared_by_two_workers_then_read_and_served(tmp_path, capsys):
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
