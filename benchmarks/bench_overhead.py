@@ -241,7 +241,6 @@ def run_once(meter: Meter, space, url: str, study: str, trials: int, seed: int) 
         wall = time.perf_counter() - t0
     finally:
         optuna.Study.optimize = original_optimize
-        gc.unfreeze()  # run_search froze the heap; the next run starts from the same state
     after = dict(meter.spans)
     fixed = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in FIXED}
     return dict(records=records, wall=wall, optimize=last["end"] - last["start"], fixed=fixed)
