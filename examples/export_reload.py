@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 import resnas
 from resnas.data import load_data
 from resnas.space import load_space
-from resnas.study import Search, StudyError, export_trial, ranked_trials, run_search
+from resnas.study import Search, StudyError, export_trial, open_storage, ranked_trials, run_search
 
 
 @torch.no_grad()
@@ -46,10 +46,11 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    names = optuna.get_all_study_names(args.storage)
+    storage = open_storage(args.storage)  # any URL resnas takes: sqlite:///, journal:///, postgresql://
+    names = optuna.get_all_study_names(storage)
     name = args.study or (names[0] if len(names) == 1 else load_space(args.space).name)
     if name in names:
-        study = optuna.load_study(study_name=name, storage=args.storage)
+        study = optuna.load_study(study_name=name, storage=storage)
     else:
         print(f"no study {name!r} in {args.storage}: searching {args.space} for {args.trials} trials first")
         study = run_search(Search(load_space(args.space), storage=args.storage, study_name=name, trials=args.trials,
