@@ -304,6 +304,8 @@ class Objective:
         trial.set_user_attr("spec", str(spec))
         trial.set_user_attr("timm", f"timm.create_model('resnas_spec', spec='{spec}')")
         trial.set_user_attr("device", self.search.device or ("cuda" if _cuda() else "cpu"))
+        if not self.distributed and (twin := self._completed_twin(trial, str(spec))) is not None:
+            return self._repeat(trial, twin)
         trial.set_user_attr("status", "running")
         self._probe(trial, spec)
 
@@ -346,6 +348,25 @@ class Objective:
             self._keep_weights(owner, result.model, spec)
         return values[0] if len(values) == 1 else tuple(values)
 
+    @staticmethod
+    def _completed_twin(trial: optuna.Trial, spec: str) -> optuna.trial.FrozenTrial | None:
+        """A completed trial of the same design: training is seeded by the design, so it would be a rerun."""
+        for done in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if done.user_attrs.get("spec") == spec and "duplicate_of" not in done.user_attrs:
+                return done
+        return None
+
+    def _repeat(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial):
+        """Record the twin's result instead of training the design again (samplers redraw small spaces)."""
+        trial.set_user_attr("duplicate_of", twin.number)
+        trial.set_user_attr("status", "duplicate")
+        trial.set_user_attr("reason", f"same design as trial {twin.number}: its result, not retrained")
+        trial.set_user_attr("epochs", 0)
+        for key in ("params", "macs", "probe_gain"):
+            if key in twin.user_attrs:
+                trial.set_user_attr(key, twin.user_attrs[key])
+        return twin.values[0] if len(twin.values) == 1 else tuple(twin.values)
+
     def _probe(self, trial: optuna.Trial, spec) -> None:
         """The gradient at initialization (resnas.probe, Eq. 5) on every trial; past ``probe_max_gain``
         the candidate is pruned before training: the paper's "fail" designs cost seconds."""
@@ -371,7 +392,8 @@ class Objective:
             raise optuna.TrialPruned(reason)
 
     def _ranks_top(self, trial: optuna.Trial, error: float) -> bool:
-        done = sorted(t.values[0] for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        done = sorted(t.values[0] for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                      if "duplicate_of" not in t.user_attrs)
         return len(done) < WEIGHTS_TOP_K or error < done[WEIGHTS_TOP_K - 1]
 
     def _keep_weights(self, trial: optuna.Trial, model, spec) -> None:
@@ -390,7 +412,7 @@ class CandidateFailed(RuntimeError):
 
 
 def trial_status(trial: optuna.trial.FrozenTrial) -> str:
-    """ok / pruned / diverged / oom / failed / interrupted, or "lost" for a worker that died mid-trial."""
+    """ok / pruned / diverged / oom / failed / interrupted / duplicate, or "lost" for a worker that died."""
     status = trial.user_attrs.get("status")
     if trial.state == TrialState.FAIL and status in (None, "running"):
         return "lost"  # failed by the heartbeat check, then retried
@@ -579,11 +601,12 @@ def write_note(study: optuna.Study, space: Space, top: int = 5) -> None:
 
 
 def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials, best first (single objective), or the Pareto front (two objectives)."""
+    """Completed trials, best first (single objective), or the Pareto front (two objectives); a design
+    counts once (trials that repeated a completed design are left out)."""
     if len(study.directions) > 1:
-        return sorted(study.best_trials, key=lambda t: t.values[0])
+        return sorted((t for t in study.best_trials if "duplicate_of" not in t.user_attrs), key=lambda t: t.values[0])
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.values and math.isfinite(t.values[0])]
+            if t.values and math.isfinite(t.values[0]) and "duplicate_of" not in t.user_attrs]
     return sorted(done, key=lambda t: (t.values[0], t.number))
 
 

@@ -213,8 +213,9 @@ def test_three_sqlite_workers_while_the_dashboard_reads(tmp_path):
     reader = threading.Thread(target=read)
     reader.start()
     try:
-        search = subprocess.run(_cmd(space, db, "--workers", "3"), capture_output=True, text=True, env=ENV,
-                                timeout=600)
+        # a 1 s heartbeat would fail trials of workers that a loaded machine leaves unscheduled for 2 s
+        search = subprocess.run(_cmd(space, db, "--workers", "3", "--heartbeat", "30"), capture_output=True,
+                                text=True, env=ENV, timeout=600)
         stop.set()
         reader.join()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1", timeout=5) as r:
@@ -225,6 +226,7 @@ def test_three_sqlite_workers_while_the_dashboard_reads(tmp_path):
         dashboard.wait(10)
     assert search.returncode == 0 and "locked" not in search.stderr, search.stderr
     trials = optuna.load_study(study_name="grid6", storage=f"sqlite:///{db}").trials
-    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials), \
+        [(t.state.name, t.user_attrs.get("reason")) for t in trials]
     assert len({str(t.params) for t in trials}) == 6
     assert len(reads) > 5 and final == 6  # the dashboard kept answering while the workers wrote

@@ -263,6 +263,26 @@ def test_workers_and_resumed_runs_draw_new_candidates(tmp_path, capsys):
     assert len(scales) == 3 and len(set(scales)) == 3
 
 
+def test_a_design_drawn_again_is_not_retrained(tmp_path, capsys):
+    space = tmp_path / "two.yaml"  # two designs, five trials: the sampler must repeat itself
+    space.write_text(TINY.replace("shortcut: {identity: {}, scaling: {scale: [0.5, 1.0]}}", "shortcut: [identity]")
+                     .replace("pruner: hyperband", "pruner: none"))
+    db = tmp_path / "d.db"
+    assert _search(space, db, "--trials", "5", "--epochs", "1") == 0
+    trials = _study(db).trials
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    trained = {t.user_attrs["spec"]: t for t in trials if "duplicate_of" not in t.user_attrs}
+    repeats = [t for t in trials if "duplicate_of" in t.user_attrs]
+    assert len(trained) == 2 and len(repeats) == 3
+    for t in repeats:
+        twin = trials[t.user_attrs["duplicate_of"]]
+        assert t.user_attrs["spec"] == twin.user_attrs["spec"] and t.value == twin.value
+        assert t.user_attrs["status"] == "duplicate" and t.user_attrs["epochs"] == 0 and "val_error" not in t.user_attrs
+    capsys.readouterr()
+    assert main(["best", "--storage", f"sqlite:///{db}", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["trials"]) == 2  # each design once
+
+
 def test_accelerate_launch_trains_each_trial_on_two_processes(tmp_path):
     import os
     import shutil
