@@ -547,6 +547,8 @@ def run_distributed(search: Search) -> optuna.Study | None:
             dist.barrier()
     if state.is_main_process:
         write_note(study, search.space)
+    dist.barrier()
+    dist.destroy_process_group()  # left to interpreter teardown, gloo's threads can abort a rank at exit
     return study
 
 
