@@ -235,13 +235,16 @@ def enqueue_retries(study: optuna.Study) -> int:
     todo = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("reason") == "interrupted"
             and t.number not in retried]
     for t in todo:
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number,
+                                                  "checkpoint_of": t.user_attrs.get("checkpoint_of", t.number)},
+                            skip_if_exists=False)
     return len(todo)
 
 
-def checkpoint_dir(search: Search, spec) -> Path:
-    """Where a candidate's epoch checkpoints live: beside the artifacts, keyed by study and design."""
-    key = hashlib.sha1(f"{search.name}\n{spec}\n{search.max_epochs}".encode()).hexdigest()[:20]
+def checkpoint_dir(search: Search, spec, run: int) -> Path:
+    """Where a candidate's epoch checkpoints live: beside the artifacts, keyed by study, design and the
+    trial that first ran it (its retries resume there)."""
+    key = hashlib.sha1(f"{search.name}\n{spec}\n{search.max_epochs}\n{run}".encode()).hexdigest()[:20]
     return artifact_root(search.storage_url) / "checkpoints" / key
 
 
@@ -323,7 +326,10 @@ class Objective:
             if single and not last and trial.should_prune():
                 raise StopTraining(f"pruned by {space.pruner} at epoch {report.epoch}", status="pruned")
 
-        checkpoints = checkpoint_dir(self.search, spec)
+        # the first trial of a retry chain (retries copy its user attrs): twins running at once keep apart
+        run = trial.user_attrs.get("checkpoint_of", trial.number)
+        trial.set_user_attr("checkpoint_of", run)
+        checkpoints = checkpoint_dir(self.search, spec, run)
         resumed = checkpoint_epoch(checkpoints / CHECKPOINT)
         if resumed:
             trial.set_user_attr("resumed_from_epoch", resumed)
