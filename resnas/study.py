@@ -98,8 +98,8 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.Base
     """An Optuna storage that several workers (and a dashboard) can share.
 
     ``journal:///study.log`` is Optuna's JournalStorage on a file (file locks, no server, no
-    heartbeat). SQLite runs in WAL mode with a 60 s busy timeout, so readers never block the writer and writers
-    queue instead of failing with "database is locked". RDB storages (SQLite, PostgreSQL, MySQL) get
+    heartbeat). SQLite runs in WAL mode with a 60 s busy timeout, so readers never block the writer
+    and writers queue instead of failing with "database is locked". RDB storages (SQLite, PostgreSQL, MySQL) get
     a heartbeat: a worker killed mid-trial leaves a stale trial, which the next worker marks FAIL and
     retries with the same parameters (it then resumes from the candidate's epoch checkpoint).
     """
@@ -358,7 +358,7 @@ class Objective:
     def _completed_twin(trial: optuna.Trial, spec: str) -> optuna.trial.FrozenTrial | None:
         """A completed trial of the same design: training is seeded by the design, so it would be a rerun."""
         for done in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if done.user_attrs.get("spec") == spec and "duplicate_of" not in done.user_attrs:
+            if done.user_attrs.get("spec") == spec and trained(done):
                 return done
         return None
 
@@ -399,7 +399,7 @@ class Objective:
 
     def _ranks_top(self, trial: optuna.Trial, error: float) -> bool:
         done = sorted(t.values[0] for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                      if "duplicate_of" not in t.user_attrs)
+                      if trained(t))
         return len(done) < WEIGHTS_TOP_K or error < done[WEIGHTS_TOP_K - 1]
 
     def _keep_weights(self, trial: optuna.Trial, model, spec) -> None:
@@ -608,13 +608,18 @@ def write_note(study: optuna.Study, space: Space, top: int = 5) -> None:
     save_note(study, "\n".join(lines) + "\n")
 
 
+def trained(trial: optuna.trial.FrozenTrial) -> bool:
+    """False for a trial that took the result of a completed twin instead of training its design."""
+    return "duplicate_of" not in trial.user_attrs
+
+
 def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Completed trials, best first (single objective), or the Pareto front (two objectives); a design
     counts once (trials that repeated a completed design are left out)."""
     if len(study.directions) > 1:
-        return sorted((t for t in study.best_trials if "duplicate_of" not in t.user_attrs), key=lambda t: t.values[0])
+        return sorted((t for t in study.best_trials if trained(t)), key=lambda t: t.values[0])
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.values and math.isfinite(t.values[0]) and "duplicate_of" not in t.user_attrs]
+            if t.values and math.isfinite(t.values[0]) and trained(t)]
     return sorted(done, key=lambda t: (t.values[0], t.number))
 
 
