@@ -6,28 +6,39 @@ unit reaches every earlier unit unchanged. A scaled shortcut multiplies that ter
 initialization and in training mode, the norm of ``dE/dx_l`` and of ``x_l`` at the input of every
 residual unit l, and sums them up as
 
-- ``gain``: log10(|dE/dx_1| / |dE/dx_L|), first unit over last; 0 is perfect propagation;
+- ``gain``: log10(|dE/dx_1| / |dE/dx_L|), first unit over last. Its yardstick is not 0 but the gain
+  of the paper's design of the same depth and widths, the identity-shortcut, full pre-activation net
+  (``reference(spec)``): that net itself gains about 2 decades over 54 units, inside the stages where
+  BN renormalises. A design is read by its gain minus the reference's (``against_reference``;
+  ``gain_vs_reference`` in ``resnas probe``, which ranks by its size);
 - ``slope``: the least-squares slope of log10 |dE/dx_l| over the unit index l (per unit);
-- ``shortcut_term``: the shortcut-only term of Eq. 5, the product over units of the shortcut's factor:
-  1 for identity, lambda for scaling, 1 - p for dropout (its expectation), the measured mean of
-  1 - g(x) on the batch for the gates, and None for the 1x1 conv shortcut (a matrix, not a factor).
+- ``shortcut_term``: the shortcut-only term of Eq. 5 over the span the gain measures, from x_L back to
+  x_1: the product of the shortcut factors of units 1 .. L-1 (unit L's shortcut lies past x_L), i.e.
+  1 for identity, lambda^(L-1) for scaling, (1 - p)^(L-1) for dropout (its expectation), the product
+  of the measured mean of 1 - g(x) on the batch of units 1 .. L-1 for the gates, and None for the 1x1
+  conv shortcut (a matrix, not a factor).
 
 What it shows, honestly: with BatchNorm in every F, the failing shortcuts do not make the gradient
 *vanish* toward the input, as the BN-free reading of Eq. 7 suggests; it *explodes* toward the input
 (gain >> 0). BN divides by the batch statistics of its input, and a shortcut that shrinks the signal
 (x_l shrinks with lambda^l) makes the following BNs amplify the gradient by the inverse factor. What
-the probe measures is the size of the departure from the identity net's gain, in either direction.
+the probe measures is the size of the departure from the reference net's gain, in either direction.
 Measured here (54 basic original-activation units, widths 16-32-64, digits 8x8, batch 32): gain about
-2 for identity and full pre-activation, 5-7 for scaling 0.5, exclusive gating b_g = 0 and the 1x1 conv
-shortcut (README "Probe and reproduce" has the table). The gain ranks designs; it is not a verdict:
-the shortcut-only gate at b_g = 0 (gain 5.1) trained to 12.86% in the paper, dropout (3.2) failed.
+2 for identity and full pre-activation (the reference), 5-6 for scaling 0.5, exclusive gating
+b_g = 0 and the 1x1 conv shortcut, i.e. 3-4 decades past the reference (README "Probe and reproduce"
+has the table). The distance ranks designs; it is not a verdict: the shortcut-only gate at b_g = 0
+(+3.1) trained to 12.86% in the paper, dropout (+1.2) failed.
+
+The probe runs with gradient checkpointing switched off (and the model's setting restored after):
+checkpointing recomputes the units in backward, which would run the hooks twice (they also keep
+the first call of each unit only).
 
     >>> import torch
     >>> from resnas.spec import ArchSpec
     >>> x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     >>> r = probe(ArchSpec.cifar(14, act="original", shortcut="scaling", scale=0.5, in_chans=1), x, y)
-    >>> len(r.grad_norms), r.shortcut_term
-    (6, 0.015625)
+    >>> len(r.grad_norms), r.shortcut_term  # 0.5 ** 5: the 5 shortcuts between x_1 and x_6
+    (6, 0.03125)
 """
 
 from __future__ import annotations
@@ -46,10 +57,10 @@ from .units import Gate, ResidualUnit
 # How the shortcut-only term of Eq. 5 is obtained for each kind.
 TERM_SOURCES = {
     "identity": "1 per unit",
-    "scaling": "lambda per unit (Eq. 7)",
-    "dropout": "1 - p per unit (expected mask)",
-    "exclusive_gate": "mean 1 - g(x) per unit, measured",
-    "shortcut_gate": "mean 1 - g(x) per unit, measured",
+    "scaling": "lambda per unit (Eq. 7), units 1 .. L-1",
+    "dropout": "1 - p per unit (expected mask), units 1 .. L-1",
+    "exclusive_gate": "mean 1 - g(x) per unit, measured, units 1 .. L-1",
+    "shortcut_gate": "mean 1 - g(x) per unit, measured, units 1 .. L-1",
     "conv1x1": "undefined (a 1x1 conv is a matrix)",
 }
 
@@ -61,9 +72,9 @@ class ProbeResult:
     spec: str
     grad_norms: tuple[float, ...]  # |dE/dx_l|, l = 1 .. L (inputs of the units)
     act_norms: tuple[float, ...]  # |x_l|
-    gain: float  # log10(|dE/dx_1| / |dE/dx_L|)
+    gain: float  # log10(|dE/dx_1| / |dE/dx_L|); read it against probe(reference(spec)).gain, not 0
     slope: float  # least-squares slope of log10 |dE/dx_l| per unit
-    shortcut_term: float | None  # prod over units of the shortcut factor (Eq. 5)
+    shortcut_term: float | None  # prod of the shortcut factors of units 1 .. L-1 (Eq. 5, the gain's span)
     term_source: str
     loss: float
 
@@ -86,7 +97,8 @@ def probe(model: ArchSpec | str | nn.Module, batch: torch.Tensor, labels: torch.
     """Probe ``model`` (a spec, its string, or a built ResNet) on ``batch`` at initialization.
 
     A spec is built (seeded with ``seed``) for the batch's channels; ``labels`` default to random
-    classes drawn with ``seed``. The module's train/eval mode is restored afterwards.
+    classes drawn with ``seed``. The module's train/eval mode, BN statistics and gradient checkpointing
+    setting are restored afterwards.
 
         >>> r = probe("depth=8,act=preact,in_chans=1", torch.randn(4, 1, 8, 8))
         >>> r.units, r.shortcut_term, abs(r.gain) < 3
@@ -105,52 +117,71 @@ def probe(model: ArchSpec | str | nn.Module, batch: torch.Tensor, labels: torch.
         g = torch.Generator().manual_seed(seed)
         labels = torch.randint(0, model.num_classes, (len(batch),), generator=g)
     was_training, buffers = model.training, [b.clone() for b in model.buffers()]
+    # Gradient checkpointing runs the units again in backward, hooks included: the probe runs without it.
+    checkpointing = [(m, m.grad_checkpointing) for m in model.modules()
+                     if isinstance(getattr(m, "grad_checkpointing", None), bool)]
     model.train()
-    inputs, keep = [], []
-    handles = [u.register_forward_pre_hook(lambda _, args: _record(args, inputs)) for u in units]
-    handles += [m.register_forward_hook(lambda m, args, out: keep.append(_shortcut_factor(m, out)))
-                for m in _gate_convs(model)]
+    inputs: dict[nn.Module, torch.Tensor] = {}  # x_l per unit, in the order the units ran
+    keep: dict[nn.Module, float] = {}  # the gate's mean 1 - g(x) per unit
+    handles = [u.register_forward_pre_hook(_record(u, inputs)) for u in units]
+    handles += [u.shortcut.gate.register_forward_hook(_keep_factor(u, keep))
+                for u in units if isinstance(u.shortcut, Gate)]
     try:
+        for m, _ in checkpointing:
+            m.grad_checkpointing = False
         loss = F.cross_entropy(model(batch), labels.to(param.device))
-        grads = tuple(g.norm().item() for g in torch.autograd.grad(loss, inputs))  # leaves no .grad behind
+        xs = list(inputs.values())
+        grads = tuple(g.norm().item() for g in torch.autograd.grad(loss, xs))  # leaves no .grad behind
     finally:
         for h in handles:
             h.remove()
+        for m, enabled in checkpointing:
+            m.grad_checkpointing = enabled
         with torch.no_grad():  # training mode updated the BN running statistics: put them back
             for saved, b in zip(buffers, model.buffers()):
                 b.copy_(saved)
         model.train(was_training)
-    acts = tuple(x.detach().norm().item() for x in inputs)
+    acts = tuple(x.detach().norm().item() for x in xs)
+    # The gain spans x_1 .. x_L: the shortcuts of units 1 .. L-1 (unit L's lies past x_L).
+    spanned = [keep[u] for u in list(inputs)[:-1] if u in keep]
     spec = getattr(model, "spec", None)
     return ProbeResult(str(spec) if spec is not None else type(model).__name__, grads, acts,
                        gain=_log_ratio(grads[0], grads[-1]), slope=_slope(grads),
-                       shortcut_term=_shortcut_term(spec, len(units), keep),
+                       shortcut_term=_shortcut_term(spec, len(xs) - 1, spanned),
                        term_source=TERM_SOURCES.get(getattr(spec, "shortcut", ""), "unknown"), loss=loss.item())
 
 
-def _record(args: tuple, inputs: list) -> tuple:
-    # x_l is kept apart from what the unit sees: an in-place pre-activation would overwrite it.
-    x = args[0].clone()
-    inputs.append(x)
-    return (x.clone(), *args[1:])
+def _record(unit: nn.Module, inputs: dict):
+    """A pre-hook keeping x_l, the unit's input, from the unit's first call only (idempotent)."""
+
+    def hook(_, args: tuple) -> tuple | None:
+        if unit in inputs:
+            return None
+        # x_l is kept apart from what the unit sees: an in-place pre-activation would overwrite it.
+        inputs[unit] = x = args[0].clone()
+        return (x.clone(), *args[1:])
+
+    return hook
 
 
-def _gate_convs(model: nn.Module) -> list[nn.Module]:
-    return [m.gate for m in model.modules() if isinstance(m, Gate)]
+def _keep_factor(unit: nn.Module, keep: dict):
+    """A hook on a unit's gate conv keeping the mean of 1 - g(x) over the batch (the gate's factor on the
+    shortcut), from the first call only."""
+
+    def hook(_, args: tuple, out: torch.Tensor) -> None:
+        keep.setdefault(unit, (1 - torch.sigmoid(out.detach())).mean().item())
+
+    return hook
 
 
-def _shortcut_factor(_, out: torch.Tensor) -> float:
-    """The mean of 1 - g(x) over the batch: the gate's factor on the shortcut."""
-    return (1 - torch.sigmoid(out.detach())).mean().item()
-
-
-def _shortcut_term(spec: ArchSpec | None, n_units: int, gate_factors: list[float]) -> float | None:
+def _shortcut_term(spec: ArchSpec | None, n_spanned: int, gate_factors: list[float]) -> float | None:
+    """The product of the shortcut factors of the ``n_spanned`` units between x_1 and x_L."""
     if spec is None or spec.shortcut == "conv1x1":
         return None
     if spec.shortcut in ("exclusive_gate", "shortcut_gate"):
         return math.prod(gate_factors)
     factor = {"identity": 1.0, "scaling": spec.scale, "dropout": 1 - spec.drop}[spec.shortcut]
-    return factor ** n_units
+    return factor ** n_spanned
 
 
 def _log_ratio(a: float, b: float) -> float:
@@ -181,6 +212,21 @@ def reference(spec: ArchSpec) -> ArchSpec:
     d = ArchSpec()
     return spec.replace(act="preact", shortcut="identity", scale=d.scale, f_scale=d.f_scale,
                         gate_bias=d.gate_bias, drop=d.drop)
+
+
+def against_reference(specs: list[ArchSpec], batch: torch.Tensor, labels: torch.Tensor | None = None, *,
+                      seed: int = 0) -> list[tuple[ProbeResult, ProbeResult]]:
+    """Each spec's probe beside its reference's (``reference(spec)``), every distinct net probed once:
+    a spec that is its own reference gets the same result twice, so its gain_vs_reference is 0.
+
+        >>> x = torch.randn(4, 1, 8, 8)
+        >>> [(r.gain - ref.gain == 0, ref.spec == r.spec) for r, ref in
+        ...  against_reference([ArchSpec.cifar(8, in_chans=1), ArchSpec.cifar(8, act="original", in_chans=1)], x)]
+        [(True, True), (False, False)]
+    """
+    todo = {str(s): s for s in specs} | {str(r): r for r in map(reference, specs)}
+    done = {key: probe(s, batch, labels, seed=seed) for key, s in todo.items()}
+    return [(done[str(s)], done[str(reference(s))]) for s in specs]
 
 
 def short_labels(specs: list[str]) -> list[str]:

@@ -9,8 +9,9 @@ import torch
 from resnas.cli import main
 from resnas.data import load_data
 from resnas.network import build
-from resnas.probe import probe
+from resnas.probe import probe, reference
 from resnas.spec import ArchSpec
+from resnas.units import Gate
 
 # ResNet-110 as He et al. 2015 built it for CIFAR: original units, zero-padded (option A) downsampling,
 # so the identity net is an identity path end to end.
@@ -60,7 +61,7 @@ def test_failing_gain_grows_with_depth(gains, name):
 def test_result_records_every_unit_and_the_shortcut_term(batch):
     r = probe(_spec(14, shortcut="scaling", scale=0.5), *batch)
     assert r.units == 6 and len(r.act_norms) == 6
-    assert r.shortcut_term == pytest.approx(0.5 ** 6)
+    assert r.shortcut_term == pytest.approx(0.5 ** 5)  # x_L back to x_1 crosses units 1 .. L-1
     assert r.gain == pytest.approx(math.log10(r.grad_norms[0] / r.grad_norms[-1]))
     assert r.ratio == pytest.approx(r.grad_norms[0] / r.grad_norms[-1])
     assert r.slope < 0  # the gradient falls from the first unit to the last
@@ -71,10 +72,59 @@ def test_result_records_every_unit_and_the_shortcut_term(batch):
 def test_gate_term_is_measured_and_conv1x1_has_none(batch):
     open_gate = probe(_spec(14, shortcut="shortcut_gate", gate_bias=0.0), *batch)
     closed_gate = probe(_spec(14, shortcut="shortcut_gate", gate_bias=-6.0), *batch)
-    assert 0.5 ** 6 * 0.5 < open_gate.shortcut_term < 0.5 ** 6 * 2  # 1 - sigmoid(~0) = ~0.5 per unit
+    assert 0.5 ** 5 * 0.5 < open_gate.shortcut_term < 0.5 ** 5 * 2  # 1 - sigmoid(~0) = ~0.5 per unit
     assert closed_gate.shortcut_term > 0.9  # 1 - sigmoid(-6) = 0.9975 per unit
     assert probe(_spec(14, shortcut="conv1x1"), *batch).shortcut_term is None
-    assert probe(_spec(14, shortcut="dropout", drop=0.5), *batch).shortcut_term == pytest.approx(0.5 ** 6)
+    assert probe(_spec(14, shortcut="dropout", drop=0.5), *batch).shortcut_term == pytest.approx(0.5 ** 5)
+    assert probe(_spec(14), *batch).shortcut_term == 1.0
+
+
+def _tiny(shortcut, **kw):
+    return ArchSpec.cifar(14, act="original", widths=(4, 8, 16), in_chans=1, shortcut=shortcut, **kw)
+
+
+def _gate_factors(model, batch):
+    """mean 1 - g(x) of every unit's gate on ``batch`` in training mode, in unit order, measured apart."""
+    gates = [m.gate for m in model.modules() if isinstance(m, Gate)]
+    factors = []
+    handles = [g.register_forward_hook(lambda _, a, out: factors.append((1 - torch.sigmoid(out)).mean().item()))
+               for g in gates]
+    with torch.no_grad():
+        model.train()(batch[0])
+    for h in handles:
+        h.remove()
+    assert len(factors) == len(gates) == 6
+    return factors
+
+
+@pytest.mark.parametrize("shortcut", ["shortcut_gate", "exclusive_gate"])
+def test_gate_term_is_the_product_over_the_units_the_gain_spans(batch, shortcut):
+    torch.manual_seed(0)
+    model = build(_tiny(shortcut, gate_bias=0.0))
+    factors = _gate_factors(model, batch)
+    r = probe(model, *batch)
+    assert r.units == 6
+    assert r.shortcut_term == pytest.approx(math.prod(factors[:-1]), rel=1e-5)  # units 1 .. L-1, not L
+    assert r.shortcut_term != pytest.approx(math.prod(factors), rel=1e-3)
+
+
+@pytest.mark.parametrize("shortcut, kw", [("shortcut_gate", dict(gate_bias=0.0)), ("identity", {}),
+                                          ("scaling", dict(scale=0.5))])
+def test_probe_does_not_depend_on_gradient_checkpointing(batch, shortcut, kw):
+    torch.manual_seed(0)
+    model = build(_tiny(shortcut, **kw))
+    plain = probe(model, *batch)
+    model.set_grad_checkpointing(True)
+    checkpointed = probe(model, *batch)
+    assert model.grad_checkpointing is True  # the model's own setting is restored
+    assert checkpointed.units == plain.units == 6
+    assert checkpointed.grad_norms == pytest.approx(plain.grad_norms, rel=1e-5)
+    assert checkpointed.act_norms == pytest.approx(plain.act_norms, rel=1e-5)
+    assert checkpointed.gain == pytest.approx(plain.gain, abs=1e-6)
+    assert checkpointed.shortcut_term == pytest.approx(plain.shortcut_term, rel=1e-5)
+    model.set_grad_checkpointing(False)
+    assert probe(model, *batch).shortcut_term == pytest.approx(plain.shortcut_term, rel=1e-5)
+    assert model.grad_checkpointing is False
 
 
 def test_probe_of_a_built_model_keeps_its_mode_and_weights(batch):
@@ -104,7 +154,41 @@ def test_probe_cli_json_ranks_by_distance_from_the_preact_identity_net(capsys):
     ref = probe(ArchSpec.parse("depth=14,act=preact,down=zeropad,in_chans=1"),
                 *next(iter(load_data("digits").loader("val", batch_size=16))))
     assert all(v["reference_gain"] == pytest.approx(ref.gain) for v in variants)
+    assert all(v["reference"] == ref.spec for v in variants)
+    assert all(v["gain_vs_reference"] == pytest.approx(v["gain"] - ref.gain) for v in variants)
+    assert all(v["distance"] == pytest.approx(abs(v["gain_vs_reference"])) for v in variants)
     assert all(len(v["grad_norms"]) == v["units"] == 6 for v in variants)
+    assert list(variants[0])[:3] == ["spec", "gain_vs_reference", "reference"]  # the headline figure first
+
+
+def test_probe_cli_reference_row_is_zero_and_each_depth_has_its_reference(capsys):
+    preact = "depth=14,act=preact,down=zeropad"
+    assert main(["probe", preact, SMALL[1], "depth=8,act=original,down=zeropad", "--batch-size", "8",
+                 "--json"]) == 0
+    variants = {v["spec"]: v for v in json.loads(capsys.readouterr().out)["variants"]}
+    ref14, ref8 = (str(reference(ArchSpec.parse(s).replace(in_chans=1))) for s in (preact, "depth=8,down=zeropad"))
+    own = variants[ref14]
+    assert own["reference"] == ref14 and own["gain_vs_reference"] == 0 and own["distance"] == 0
+    assert own["reference_gain"] == own["gain"]
+    assert variants[str(ArchSpec.parse(SMALL[1]).replace(in_chans=1))]["reference"] == ref14
+    depth8 = variants[str(ArchSpec.parse("depth=8,act=original,down=zeropad").replace(in_chans=1))]
+    assert depth8["reference"] == ref8 and depth8["gain_vs_reference"] != 0
+
+
+def test_probe_cli_table_names_the_reference_and_leads_with_the_distance(capsys):
+    preact = "depth=14,act=preact,down=zeropad"
+    assert main(["probe", preact, SMALL[1], "--batch-size", "8", "--json"]) == 0
+    rows = {v["spec"]: v for v in json.loads(capsys.readouterr().out)["variants"]}
+    assert main(["probe", preact, SMALL[1], "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    ref = str(reference(ArchSpec.parse(preact).replace(in_chans=1)))
+    assert "identity-shortcut, full pre-activation net of the same depth and widths" in out
+    assert ref in out.replace("\n", "")  # the reference itself, spelled out
+    header = next(line for line in out.splitlines() if "variant" in line)
+    assert header.index("vs ref") < header.index("gain ") < header.index("ratio")
+    scaled = rows[str(ArchSpec.parse(SMALL[1]).replace(in_chans=1))]
+    assert f"{scaled['gain_vs_reference']:+.2f}" in out and f"{rows[ref]['gain_vs_reference']:+.2f}" in out
+    assert "+0.00" in out
 
 
 def test_probe_cli_table_and_plot(tmp_path, capsys):
