@@ -26,7 +26,7 @@ from .data import load_data
 from .probe import probe
 from .space import KIND_PARAMS, Space, load_space
 from .spec import CONVS_PER_UNIT, ArchSpec
-from .study import Search, open_study, run_search
+from .study import Search, run_search
 
 FAIL = 0.20  # the paper's "fail": test error above 20%
 PAPER_EPOCHS = 164
@@ -177,16 +177,15 @@ def run(job: Reproduction) -> list[Row]:
     chosen = [(i, *row) for i, row in enumerate(TABLES[job.table], start=1) if not job.rows or i in job.rows]
     errors: dict[int, list[float | None]] = {i: [] for i, *_ in chosen}
     for repeat in range(job.repeats):
+        # the search's own grid path: interrupted rows are retried from their checkpoints, and a point
+        # that a trial holds (waiting, running or done) is never enqueued again
         search = Search(space, storage=job.storage, study_name=job.study_name(repeat), dataset=job.dataset,
                         data_dir=job.data_dir, epochs=job.epochs, seed=job.seed + repeat,
-                        callbacks=job.callbacks)
-        study = open_study(search)
-        _enqueue(study, [points[key] for _, _, key, _ in chosen])
-        study = run_search(search, enqueue=False)
-        by_params = {_freeze(t.params): t for t in study.get_trials(deepcopy=False)}
+                        callbacks=job.callbacks, grid=[points[key] for _, _, key, _ in chosen])
+        study = run_search(search)
+        done = {_freeze(t.params): t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
         for i, _, key, _ in chosen:
-            t = by_params.get(_freeze(points[key]))
-            errors[i].append(t.values[0] if t is not None and t.state == TrialState.COMPLETE else None)
+            errors[i].append(done.get(_freeze(points[key])))
     x, y = next(iter(data.loader("val", job.probe_batch)))
     specs = {row_key(job.table, s): s for s in space.specs(**fixed)}
     return [Row(i, label, str(specs[key]), paper, tuple(errors[i]), probe(specs[key], x, y, seed=job.seed).gain)
@@ -195,15 +194,6 @@ def run(job: Reproduction) -> list[Row]:
 
 def _freeze(params: dict[str, Any]) -> tuple:
     return tuple(sorted(params.items()))
-
-
-def _enqueue(study, points: list[dict[str, Any]]) -> None:
-    """Enqueue the chosen grid points no trial has taken yet (a point whose trial failed runs again)."""
-    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-    taken = {_freeze(t.params) for t in study.get_trials(deepcopy=False) if t.state in live}
-    for params in points:
-        if _freeze(params) not in taken:
-            study.enqueue_trial(params, skip_if_exists=False)
 
 
 def ranks(values: list[float | None]) -> list[int]:

@@ -7,8 +7,9 @@
 
 Each trial keeps, as user attributes the dashboard shows: the spec string, the ``timm.create_model``
 call that rebuilds it, params, MACs, per-epoch train loss / validation error / seconds, the device,
-and its status and reason (ok, pruned, diverged, oom, failed). Completed candidates that rank among
-the best keep their weights as Optuna artifacts beside the database.
+its training seed (``design_seed``), and its status and reason (ok, pruned, diverged, oom, failed).
+Completed candidates that rank among the best keep their weights as Optuna artifacts beside the
+database; ``export`` retrains any other with its recorded seed, which gives the same weights on the CPU.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Search:
     heartbeat: int | None = 60  # seconds; a trial silent for twice this is stale (RDB storages)
     probe_max_gain: float | None = None  # prune before training when the probe's |gain| exceeds this
     worker: int = 0  # this process's index among those started together on one study (sampler seeds)
+    grid: list[dict[str, Any]] | None = None  # the grid points this run covers [default: the space's whole grid]
 
     @property
     def name(self) -> str:
@@ -174,9 +176,21 @@ def make_pruner(search: Search) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def search_seed(search: Search) -> int:
+    """The run's seed: ``--seed``, else the space's."""
+    return search.seed if search.seed is not None else search.space.seed
+
+
+def design_seed(seed: int, spec) -> int:
+    """The training seed of a design in a search seeded ``seed``: every place that trains a candidate
+    (the objective, every rank of a distributed run, ``export`` retraining one) trains it with this seed,
+    so a retried trial resumes the same run and a retraining reproduces the trial's weights."""
+    return (seed + zlib.crc32(str(spec).encode())) % 2**31
+
+
 def open_study(search: Search) -> optuna.Study:
     """Create the study, or resume it; a study made from another space is refused, never overwritten."""
-    space, seed = search.space, search.seed if search.seed is not None else search.space.seed
+    space, seed = search.space, search_seed(search)
     storage = open_storage(search.storage_url, search.heartbeat)
     try:
         study = optuna.create_study(storage=storage, study_name=search.name, load_if_exists=True,
@@ -205,23 +219,25 @@ def dataset_of(search: Search) -> str:
 def study_attrs(search: Search) -> dict[str, Any]:
     return dict(space=search.space.name, space_file=search.space.source, dataset=dataset_of(search),
                 objectives=list(search.space.objectives), max_epochs=search.max_epochs,
-                recipe=dict(search.space.recipe))
+                recipe=dict(search.space.recipe), seed=search_seed(search))
 
 
-def prepare(study: optuna.Study, space: Space) -> None:
-    """Before a run: fail stale trials (their retries are enqueued), retry interrupted ones, fill the grid."""
+def prepare(study: optuna.Study, space: Space, points: list[dict[str, Any]] | None = None) -> None:
+    """Before a run: fail stale trials (their retries are enqueued), retry interrupted ones, fill the grid
+    (``points`` of it when given: ``resnas reproduce --rows``)."""
     with _quiet():
         optuna.storages.fail_stale_trials(study)
     enqueue_retries(study)
     if space.sampler == "grid":
-        enqueue_grid(study, space)
+        enqueue_grid(study, space, points)
 
 
-def enqueue_grid(study: optuna.Study, space: Space) -> int:
-    """Enqueue the grid points no trial has taken yet; a point whose trial failed is tried again."""
+def enqueue_grid(study: optuna.Study, space: Space, points: list[dict[str, Any]] | None = None) -> int:
+    """Enqueue the grid points (all, or ``points``) no trial has taken yet; a point whose trial failed is
+    tried again. A waiting trial has no params yet: its point is the one it was enqueued with."""
     taken = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(deepcopy=False)
              if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)]
-    missing = [p for p in space.grid_points() if p not in taken]
+    missing = [p for p in (space.grid_points() if points is None else points) if p not in taken]
     for params in missing:
         study.enqueue_trial(params, skip_if_exists=False)
     return len(missing)
@@ -280,7 +296,7 @@ class Objective:
         self.real_trial: optuna.Trial | None = None  # set when __call__ gets a TorchDistributedTrial
         self.distributed = False  # under accelerate launch: every rank gets a TorchDistributedTrial
         self.recipe = search_recipe(data.name, search.space.recipe, search.max_epochs)
-        self.seed = search.seed if search.seed is not None else search.space.seed
+        self.seed = search_seed(search)
         self.probe_batch = None  # one validation batch, taken by the first probe
 
     def __call__(self, trial: optuna.Trial):
@@ -333,8 +349,10 @@ class Objective:
         resumed = checkpoint_epoch(checkpoints / CHECKPOINT)
         if resumed:
             trial.set_user_attr("resumed_from_epoch", resumed)
-        # the seed follows the design, so a retried trial resumes the same run from its checkpoint
-        seed = (self.seed + zlib.crc32(str(spec).encode())) % 2**31
+        # the seed follows the design, so a retried trial resumes the same run from its checkpoint;
+        # recorded, so that export retrains exactly this run
+        seed = design_seed(self.seed, spec)
+        trial.set_user_attr("seed", seed)
         result = train(spec, data, self.search.max_epochs, self.recipe, seed=seed, on_epoch=on_epoch,
                        checkpoint_dir=checkpoints)
         shutil.rmtree(checkpoints, ignore_errors=True)  # finished: only a crash leaves one to resume
@@ -458,7 +476,7 @@ def run_search(search: Search, enqueue: bool = True) -> optuna.Study:
     study = open_study(search)
     space = search.space
     if enqueue:
-        prepare(study, space)
+        prepare(study, space, search.grid)
     n_trials = trial_budget(study, search)
     if n_trials == 0:
         return study
@@ -492,7 +510,7 @@ def run_workers(search: Search, devices: list[str], poll=None) -> optuna.Study:
 
     load_data(dataset_of(search), search.data_dir)  # fail here, once, on missing data
     study = open_study(search)
-    prepare(study, search.space)
+    prepare(study, search.space, search.grid)
     total = trial_budget(study, search)
     total = total if total is not None else 10 * len(devices)
     shares = [total // len(devices) + (i < total % len(devices)) for i in range(len(devices))]
@@ -532,7 +550,7 @@ def run_distributed(search: Search) -> optuna.Study | None:
     if state.is_main_process:
         study = open_study(search)
         objective.store = artifact_store(search.storage_url)
-        prepare(study, search.space)
+        prepare(study, search.space, search.grid)
         n_trials = trial_budget(study, search)
         n_trials = n_trials if n_trials is not None else 10
     n_trials = _broadcast(n_trials)
@@ -570,7 +588,7 @@ def _for_worker(search: Search, trials: int, device: str, index: int) -> Search:
     return Search(search.space, storage=search.storage_url, study_name=search.name, dataset=search.dataset,
                   data_dir=search.data_dir, trials=trials, timeout=search.timeout, epochs=search.epochs,
                   seed=search.seed, device=device, heartbeat=search.heartbeat,
-                  probe_max_gain=search.probe_max_gain, worker=index)
+                  probe_max_gain=search.probe_max_gain, worker=index, grid=search.grid)
 
 
 def _worker(search: Search, device: str, threads: int) -> None:
@@ -666,6 +684,22 @@ def _fill_export(study: optuna.Study, url: str, trial, folder: Path, data_dir: s
     data = load_data(study.user_attrs.get("dataset", "digits"), data_dir)
     epochs = int(study.user_attrs.get("max_epochs") or trial.user_attrs.get("epochs") or 1)
     recipe = search_recipe(data.name, study.user_attrs.get("recipe", {}), epochs)
-    result = train(trial.user_attrs["spec"], data, epochs, recipe, seed=trial.number)
+    result = train(trial.user_attrs["spec"], data, epochs, recipe, seed=_training_seed(study, trial))
     export(result.model, folder, **data.pretrained_cfg())
     return f"retrained for {epochs} epochs: trial {trial.number} kept no weights"
+
+
+def _training_seed(study: optuna.Study, trial) -> int:
+    """The seed the search trained ``trial`` with: its record; for trials that predate the record, the
+    design seed of the study's seed, else of its space file's seed, else of 0 (``Space.seed``'s default)."""
+    if "seed" in trial.user_attrs:
+        return int(trial.user_attrs["seed"])
+    seed = study.user_attrs.get("seed")
+    if seed is None:
+        from .space import load_space
+
+        try:
+            seed = load_space(study.user_attrs["space_file"]).seed
+        except Exception:  # no space file recorded, or it is gone
+            seed = 0
+    return design_seed(int(seed), trial.user_attrs["spec"])

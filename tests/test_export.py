@@ -83,3 +83,66 @@ def test_docstring_examples_run():
     import resnas.export
 
     assert doctest.testmod(resnas.export).failed == 0
+
+
+SEEDED = """
+name: seeded
+dataset: digits
+sampler: grid
+pruner: none
+epochs: {min: 2, max: 2}
+seed: 3
+recipe: {batch_size: 128, warmup_iters: 0}
+space:
+  widths: [[4, 8, 16]]
+  depth: [8]
+  act: [original, preact]
+  shortcut: {identity: {}, scaling: {scale: [0.5]}}
+"""
+
+
+def _val_error(model) -> float:
+    """The error over the whole validation split, computed as training computes it (wrong / count)."""
+    from resnas.data import load_data
+
+    data = load_data("digits")
+    x, y = data.val.__getitems__(list(range(len(data.val))))
+    with torch.no_grad():
+        return int((model.eval()(x).argmax(1) != y).sum()) / len(y)
+
+
+def test_export_retrains_with_the_searchs_seed_and_reproduces_the_trial(tmp_path, capsys):
+    import sqlite3
+
+    import optuna
+    from optuna.trial import TrialState
+    from safetensors.torch import load_file
+
+    from resnas.cli import main
+    from resnas.study import design_seed
+
+    space, db = tmp_path / "seeded.yaml", tmp_path / "s.db"
+    space.write_text(SEEDED)
+    url = f"sqlite:///{db}"
+    assert main(["search", "--space", str(space), "--storage", url, "--seed", "11"]) == 0  # not the space's 3
+    study = optuna.load_study(study_name="seeded", storage=url)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs["status"] == "ok"]
+    assert len(done) == 4 and study.user_attrs["seed"] == 11
+    assert all(t.user_attrs["seed"] == design_seed(11, t.user_attrs["spec"]) for t in done)
+    kept = next(t for t in done if "artifact:model.safetensors" in t.user_attrs)
+    assert main(["export", "--storage", url, "--trial", str(kept.number), "--output", str(tmp_path / "own")]) == 0
+    assert "own weights" in capsys.readouterr().out
+    # no trial keeps weights now: every export retrains
+    with sqlite3.connect(db) as connection:
+        connection.execute("DELETE FROM trial_user_attributes WHERE key LIKE 'artifact:%'")
+    for t in done:
+        out = tmp_path / f"net{t.number}"
+        assert main(["export", "--storage", url, "--trial", str(t.number), "--output", str(out)]) == 0
+        assert f"trial {t.number} kept no weights" in capsys.readouterr().out
+        model = timm.create_model(f"local-dir:{out}", pretrained=True)
+        assert str(model.spec) == t.user_attrs["spec"]
+        assert _val_error(model) == t.value == t.user_attrs["val_error"][-1]
+    # the retrained network is the trial's own, to the last bit
+    own = load_file(tmp_path / "own" / "model.safetensors")
+    again = load_file(tmp_path / f"net{kept.number}" / "model.safetensors")
+    assert own.keys() == again.keys() and all(torch.equal(own[k], again[k]) for k in own)

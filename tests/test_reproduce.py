@@ -93,3 +93,57 @@ def test_probe_max_gain_prunes_failing_designs_before_training(tmp_path, capsys)
         assert t.user_attrs["reason"] == f"probe: |gain| {abs(t.user_attrs['probe_gain']):.2f} > 4"
         assert "epochs" not in t.user_attrs  # never trained
     assert all(len(t.user_attrs["probe_grad_norms"]) == 54 for t in trials.values())
+
+
+def test_ctrl_c_then_rerun_resumes_the_interrupted_row_and_trains_each_row_once(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from collections import Counter
+
+    db, out, epochs = tmp_path / "c.db", tmp_path / "out", 4
+    cmd = [sys.executable, "-m", "resnas", "reproduce", "table1", "--rows", "1,4,10", "--depth-scale", "0.05",
+           "--epochs", str(epochs), "--storage", f"sqlite:///{db}", "--output", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    name = f"paper_table1-x0.05-{epochs}ep-r0"
+
+    def second_row_has_a_checkpoint() -> bool:  # row 4 (trial 1) has finished an epoch and is in the next
+        try:
+            trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").trials
+        except (KeyError, optuna.exceptions.StorageInternalError):
+            return False
+        return (len(trials) > 1 and trials[1].state == TrialState.RUNNING
+                and len(trials[1].user_attrs.get("val_error", [])) >= 1)
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not second_row_has_a_checkpoint():
+            assert proc.poll() is None and time.monotonic() < deadline, "reproduce never reached row 4's epoch 1"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    interrupted = trials[1]
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").trials
+    # each row's grid point was taken by one trial, the interrupted one's by it and its one retry
+    per_point = Counter(str(sorted(t.params.items())) for t in trials)
+    assert sorted(per_point.values()) == [1, 1, 2] and per_point[str(sorted(interrupted.params.items()))] == 2
+    assert all(t.state == TrialState.COMPLETE for t in trials if t.number != 1)
+    assert not [t for t in trials if "duplicate_of" in t.user_attrs]
+    retry = trials[-1]
+    assert retry.params == interrupted.params
+    assert retry.user_attrs["retry_of"] == retry.user_attrs["checkpoint_of"] == 1
+    # it resumed from the interrupted run's checkpoint: only the epochs after it were trained
+    assert retry.user_attrs["resumed_from_epoch"] >= 1 and retry.user_attrs["epochs"] == epochs
+    assert len(retry.user_attrs["val_error"]) == epochs - retry.user_attrs["resumed_from_epoch"] < epochs
+    rows = list(csv.DictReader((out / "table1.csv").open()))
+    assert [r["row"] for r in rows] == ["1", "4", "10"] and all(r["runs"] != "-" for r in rows)
