@@ -26,14 +26,26 @@ def test_option_a_resnet110_and_resnet1001_without_bn():
     assert count_params(model) - bn == 10_178_490
 
 
+# Conv + FC multiply-accumulates of one image, summed by hand over the layout resnas builds (k*k*C_in*C_out
+# per output pixel for each conv, 1x1 projections where a unit changes width or resolution, FC C*classes).
+# CIFAR bottlenecks follow resnet-1k-layers, the paper's own code: a stage's stride is on the first 1x1.
+# ImageNet bottlenecks follow fb.resnet.torch: stride on the 3x3. 0.5% tells the two stride placements apart
+# (1.3% for ResNet-164, 5.7% for ResNet-50), so a layout change fails here.
 @pytest.mark.parametrize("name, macs", [
-    ("preact_resnet110", 253e6), ("preact_resnet164", 248e6), ("preact_resnet1001", 1.49e9),
-    ("preact_resnet50", 4.11e9), ("preact_resnet200", 15.07e9),
+    ("preact_resnet110", 253_149_824),  # PAPER.md: about 253M
+    # PAPER.md's "about 248M" is the stride-on-the-3x3 count (247,646,720): the first 1x1 of each stage's
+    # first unit then runs at the input resolution
+    ("preact_resnet164", 244_500_992),
+    ("preact_resnet1001", 1_487_849_984),  # PAPER.md: about 1.49G (1,490,995,712 with the stride on the 3x3)
+    # PAPER.md: 4.11G, 0.5% above; 4.09G is torchvision's own figure for this stride-on-the-3x3 layout
+    # (3,857,973,248 with the stride on the 1x1)
+    ("preact_resnet50", 4_089_184_256),
+    ("preact_resnet200", 15_007_481_856),  # PAPER.md: 15.07G, 0.4% above (14,776,270,848 on the 1x1)
 ])
-def test_macs_match_paper(name, macs):
+def test_macs_match_the_built_layout(name, macs):
     model = timm.create_model(name)
     measured = count_macs(model, model.pretrained_cfg["input_size"])
-    assert abs(measured - macs) / macs < 0.015
+    assert abs(measured - macs) / macs < 0.005, f"{measured:,} MACs"
 
 
 @pytest.mark.parametrize("name, size, classes", [
