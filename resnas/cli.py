@@ -18,12 +18,17 @@ class UserError(Exception):
 
 
 def resolve_model(name_or_spec: str, **kwargs):
-    """A registered timm name (``preact_resnet164``) or an ArchSpec string (``depth=20,act=preact``)."""
+    """A registered timm name (``preact_resnet164``) or an ArchSpec string (``depth=20,act=preact``).
+
+    With the paper's initialization (``zero_init_last=False``): ``resnas train`` follows the paper's
+    protocol, as ``resnas.build``, the search and ``resnas reproduce`` do.
+    """
     import timm
 
     from . import zoo
     from .spec import ArchSpec
 
+    kwargs.setdefault("zero_init_last", False)
     try:
         if "=" in name_or_spec:
             spec = ArchSpec.parse(name_or_spec)
@@ -459,7 +464,8 @@ def export_cmd(storage: str | None, study_name: str | None, number: int | None, 
                data_dir: str | None) -> None:
     """Write a trial's network as a timm local-dir folder (config.json + model.safetensors).
 
-    Uses the weights the trial kept as artifacts; a trial without them is retrained (said so).
+    Uses the weights the trial kept as artifacts; a trial without them is retrained (said so) with the
+    seed the search trained it with, which gives its weights again on the CPU.
 
     \b
     Example:
@@ -557,9 +563,11 @@ def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, data
 
     On one batch of real data, in training mode: the norm of dE/dx_l at every unit l, summed up as
     the gain log10(|dE/dx_1| / |dE/dx_L|) and its slope per unit, beside the shortcut-only term of
-    Eq. 5. Variants are ranked by how far their gain is from the identity, full pre-activation net of
-    the same depth (closest first). With BN the failing shortcuts make the gradient explode toward
-    the input (gain >> 0) rather than vanish.
+    Eq. 5 over the same span (units 1 .. L-1). The headline is "vs ref": the gain minus the gain of
+    the reference, the identity-shortcut, full pre-activation net of the same depth and widths (the
+    paper's design, which itself gains about 2 at 110 layers; 0 for the reference itself); variants
+    are ranked by its size, closest first. With BN the failing shortcuts make the gradient explode
+    toward the input (gain >> 0) rather than vanish.
 
     \b
     Examples:
@@ -572,34 +580,44 @@ def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, data
     from . import probe as probe_mod
     from .data import load_data
 
+    if plot and not Path(plot).parent.is_dir():
+        raise UserError(f"plot: folder {Path(plot).parent} does not exist")
     try:
         data = load_data(dataset, data_dir)
         x, y = next(iter(data.loader("val", batch_size)))
         todo = _probe_specs(specs, space_name, samples, in_chans=data.input_size[0], num_classes=data.num_classes)
-        results = [probe_mod.probe(s, x, y, seed=seed) for s in todo]
-        refs = {str(r): probe_mod.probe(r, x, y, seed=seed) for r in {probe_mod.reference(s) for s in todo}}
+        pairs = probe_mod.against_reference(todo, x, y, seed=seed)
     except _search_errors() as e:
         raise UserError(str(e)) from None
-    rows = sorted(({**r.to_dict(), "reference_gain": refs[str(probe_mod.reference(s))].gain} for r, s in
-                   zip(results, todo)), key=lambda d: abs(d["gain"] - d["reference_gain"]))
-    for d in rows:
-        d["distance"] = abs(d["gain"] - d["reference_gain"])
+    # The headline: gain minus the gain of the reference, the identity-shortcut, full pre-activation net of
+    # the same depth and widths (0 for the reference itself); variants are ranked by its size.
+    rows = [{"spec": r.spec, "gain_vs_reference": r.gain - ref.gain, "reference": ref.spec,
+             "reference_gain": ref.gain, **r.to_dict(), "distance": abs(r.gain - ref.gain)} for r, ref in pairs]
+    rows.sort(key=lambda d: d["distance"])
     if plot:
-        if not Path(plot).parent.is_dir():
-            raise UserError(f"plot: folder {Path(plot).parent} does not exist")
-        probe_mod.plot(results, plot, title=f"gradient at initialization, {dataset} batch {len(x)}")
+        probe_mod.plot([r for r, _ in pairs], plot, title=f"gradient at initialization, {dataset} batch {len(x)}")
     if as_json:
         click.echo(json.dumps(dict(dataset=dataset, batch_size=len(x), seed=seed, variants=rows), indent=2))
         return
-    # "Eq.5": the shortcut-only term prod h'; "dref": |gain - gain of ref|
-    table = Table("#", "variant", "units", "gain", "ratio", "slope", "Eq.5", "dref",
-                  title=f"resnas probe on {dataset}, closest first to ref: the pre-act identity net of the same depth")
+    refs = list({d["reference"]: d["reference_gain"] for d in rows}.items())
+    ref_no = {spec: i for i, (spec, _) in enumerate(refs, start=1)}
+    # "vs ref": gain - gain of the row's ref; "Eq.5": the shortcut-only term over units 1 .. L-1
+    columns = ["#", "variant", "vs ref", "gain", "ratio", "slope", "Eq.5"] + (["ref"] if len(refs) > 1 else [])
+    table = Table(*columns, title=f"resnas probe on {dataset}: gain vs ref, closest first")
     table.columns[1].overflow, table.columns[1].min_width = "fold", 20
     for rank, (d, label) in enumerate(zip(rows, probe_mod.short_labels([d["spec"] for d in rows])), start=1):
         term = "-" if d["shortcut_term"] is None else f"{d['shortcut_term']:.3g}"
-        table.add_row(str(rank), label, str(d["units"]), f"{d['gain']:.2f}", f"{d['ratio']:.3g}",
-                      f"{d['slope']:.3f}", term, f"{d['distance']:.2f}")
+        own = " (ref)" if d["spec"] == d["reference"] else ""
+        table.add_row(str(rank), label + own, f"{d['gain_vs_reference']:+.2f}", f"{d['gain']:.2f}",
+                      f"{d['ratio']:.3g}", f"{d['slope']:.3f}", term,
+                      *([str(ref_no[d["reference"]])] if len(refs) > 1 else []))
     console.print(table)
+    console.print("ref: the identity-shortcut, full pre-activation net of the same depth and widths (the "
+                  "paper's design); vs ref = gain - the ref's gain, 0 for the ref itself", highlight=False,
+                  soft_wrap=True)
+    for i, (spec, gain) in enumerate(refs, start=1):
+        console.print(f"ref{f' {i}' if len(refs) > 1 else ''}: {spec}, gain {gain:.2f}", highlight=False,
+                      soft_wrap=True)
     if plot:
         console.print(f"plot: {plot}", highlight=False, soft_wrap=True)
 
@@ -642,7 +660,7 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
 
     from . import reproduce as rep
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # as search: the display reports each trial; Ctrl-C is one line
     try:
         numbers = tuple(int(r) for r in rows.split(",") if r.strip()) if rows else ()
     except ValueError:

@@ -5,14 +5,13 @@ CIFAR layout: 3x3 conv1 (16 channels), stages at 32/16/8 (Sec. 4.1); ImageNet la
 an extra BN-ReLU after the last unit (Sec. 4.1, "first and last"), as in Kaiming's resnet-1k-layers.
 """
 
-from __future__ import annotations
-
 from collections import OrderedDict
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead
+from timm.layers import ClassifierHead, calculate_drop_path_rates
 from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 
@@ -23,11 +22,29 @@ BOTTLENECK_EXPANSION = 4
 
 
 class ResNet(nn.Module):
-    """Any network of the paper's design space; ``spec`` says which."""
+    """Any network of the paper's design space; ``spec`` says which.
+
+    The other arguments are timm's: ``num_classes`` / ``in_chans`` override the spec's; ``drop_rate`` is
+    dropout before the classifier; ``drop_path_rate`` stochastic depth on F, rising linearly from 0 at the
+    first unit to ``drop_path_rate`` at the last; ``zero_init_last`` zeroes the last layer of every F so that
+    each unit starts as its shortcut (timm's convention and the default of the ``resnas.zoo`` entries; off
+    here, which is the paper's init, see ``init_weights``); ``device`` / ``dtype`` where the parameters are
+    made. Any other argument is a TypeError.
+    """
 
     def __init__(self, spec: ArchSpec | str, num_classes: int | None = None, in_chans: int | None = None,
-                 global_pool: str = "avg", drop_rate: float = 0.0, **_: Any):
+                 global_pool: str = "avg", drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 zero_init_last: bool = False, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None):
         super().__init__()
+        with torch.device(device) if device is not None else nullcontext():
+            self._build(spec, num_classes, in_chans, global_pool, drop_rate, drop_path_rate)
+            self.init_weights(zero_init_last=zero_init_last)
+        if dtype is not None:
+            self.to(dtype=dtype)
+
+    def _build(self, spec: ArchSpec | str, num_classes: int | None, in_chans: int | None, global_pool: str,
+               drop_rate: float, drop_path_rate: float) -> None:
         spec = ArchSpec.parse(spec) if isinstance(spec, str) else spec
         spec = spec.replace(num_classes=spec.num_classes if num_classes is None else num_classes,
                             in_chans=spec.in_chans if in_chans is None else in_chans)
@@ -41,22 +58,23 @@ class ResNet(nn.Module):
         self.feature_info = [dict(num_chs=widths[0], reduction=stem_reduction, module="stem.norm")]
 
         stages, in_chs, reduction = [], widths[0], stem_reduction * (2 if spec.stem == "imagenet" else 1)
+        drop_path = iter(calculate_drop_path_rates(drop_path_rate, sum(spec.layers)))  # one rate per unit
         for i, (n, w) in enumerate(zip(spec.layers, widths)):
             stride = 1 if i == 0 else 2
             reduction *= stride
             units = [self._unit(in_chs if j == 0 else w * out_mult, w, stride if j == 0 else 1,
-                                first=(i == 0 and j == 0)) for j in range(n)]
+                                first=(i == 0 and j == 0), drop_path=next(drop_path)) for j in range(n)]
             stages.append(nn.Sequential(*units))
             in_chs = w * out_mult
             module = "norm" if i == len(spec.layers) - 1 else f"stages.{i}"
             self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=module))
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = in_chs
-        self.norm = norm_act(PLACEMENTS[spec.act].final, in_chs)  # the extra BN-ReLU of pre-activation nets
+        # the extra BN-ReLU of pre-activation nets; not in place on the last stage's output (a feature)
+        self.norm = norm_act(PLACEMENTS[spec.act].final, in_chs, inplace=False)
         self.head = ClassifierHead(in_chs, spec.num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        self.init_weights()
 
-    def _unit(self, in_chs: int, w: int, stride: int, first: bool) -> ResidualUnit:
+    def _unit(self, in_chs: int, w: int, stride: int, first: bool, drop_path: float) -> ResidualUnit:
         s = self.spec
         bottleneck = s.unit == "bottleneck"
         return ResidualUnit(
@@ -65,11 +83,16 @@ class ResNet(nn.Module):
             # ImageNet follows fb.resnet.torch (stride on the 3x3, the paper's ResNet-200 and its 15G MACs);
             # CIFAR follows resnet-1k-layers, the paper's own code (stride on the first 1x1).
             stride_3x3=s.layout == "imagenet",
-            scale=s.scale, f_scale=s.f_scale, gate_bias=s.gate_bias, drop=s.drop,
+            scale=s.scale, f_scale=s.f_scale, gate_bias=s.gate_bias, drop=s.drop, drop_path=drop_path,
         )
 
-    def init_weights(self) -> None:
-        """He normal (fan_out) for convs, no conv bias, BN at identity (Sec. 4 "init")."""
+    def init_weights(self, zero_init_last: bool = False) -> None:
+        """He normal (fan_out) for convs, no conv bias, BN at identity (Sec. 4 "init"): the paper's.
+
+        ``zero_init_last``: then zero the last layer of every F (timm's convention), so that each unit
+        starts as its shortcut and deep nets give finite outputs in eval mode at init (with fresh BN
+        statistics the residual stream of the 333 units of ResNet-1001 overflows float32 otherwise).
+        """
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -81,6 +104,8 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, Gate):
                 m.reset_parameters()
+            elif zero_init_last and isinstance(m, ResidualUnit):
+                m.zero_init_last()
 
     # ---- timm conventions -------------------------------------------------------------------------
     @torch.jit.ignore
@@ -129,7 +154,7 @@ class ResNet(nn.Module):
         last = len(self.stages)
         stages = self.stages[:max_index] if stop_early else self.stages
         for i, stage in enumerate(stages, start=1):
-            x = stage(x)
+            x = checkpoint_seq(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
             if i == last:
                 x = self.norm(x)
             if i in take:
@@ -159,7 +184,8 @@ def _stem(kind: str, in_chans: int, chs: int) -> tuple[nn.Sequential, int]:
 
 
 def build(spec: ArchSpec | str, **kwargs: Any) -> ResNet:
-    """The network of ``spec`` (a plain nn.Module; ``resnas.zoo`` gives the timm-registered one)."""
+    """The network of ``spec`` with the paper's init (a plain nn.Module; ``resnas.zoo`` gives the
+    timm-registered one, with timm's ``zero_init_last=True`` by default)."""
     return ResNet(spec, **kwargs)
 
 

@@ -4,14 +4,12 @@ Activation placements (Fig. 4, Table 2) and shortcut kinds (Fig. 2, Table 1) are
 tables below; a unit is assembled from one row of each.
 """
 
-from __future__ import annotations
-
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from timm.layers import BatchNormAct2d
+from timm.layers import BatchNormAct2d, DropPath
 
 
 @dataclass(frozen=True)
@@ -154,19 +152,23 @@ class ResidualUnit(nn.Module):
 
     ``first``: the network's first unit, whose pre-activation is the stem's BN-ReLU right after conv1.
     Units that change dimension apply their pre-activation once, before splitting into F and h.
+    ``drop_path``: stochastic depth, F's output dropped (per sample) before the shortcut adds it.
     """
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, *, unit: str = "basic",
                  mid_chs: int | None = None, act: str = "preact", shortcut: str = "identity",
                  down: str = "projection", first: bool = False, stride_3x3: bool = True,
-                 scale: float = 1.0, f_scale: float = 1.0, gate_bias: float = -6.0, drop: float = 0.5):
+                 scale: float = 1.0, f_scale: float = 1.0, gate_bias: float = -6.0, drop: float = 0.5,
+                 drop_path: float = 0.0):
         super().__init__()
         p = PLACEMENTS[act]
         changes_dim = stride != 1 or in_chs != out_chs
         self.shared_pre = changes_dim or first
-        # A bare ReLU must not act in place on x when x also feeds the identity shortcut.
-        self.pre = nn.Identity() if first else norm_act(p.pre, in_chs, inplace=self.shared_pre)
+        # Never in place on x: x is the previous unit's output (a feature timm returns, the input a
+        # gradient checkpoint keeps) and, in units that keep their dimension, the identity shortcut's input.
+        self.pre = nn.Identity() if first else norm_act(p.pre, in_chs, inplace=False)
         self.F = _branch(unit, in_chs, mid_chs or out_chs, out_chs, stride, p.end, stride_3x3)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         if shortcut == "conv1x1" or (changes_dim and down == "projection"):
             h = projection(in_chs, out_chs, stride, p.proj_bn)
         elif changes_dim:
@@ -175,7 +177,13 @@ class ResidualUnit(nn.Module):
             h = nn.Identity()
         self.shortcut = SHORTCUTS[shortcut](h=h, in_chs=in_chs, out_chs=out_chs, stride=stride,
                                             scale=scale, f_scale=f_scale, gate_bias=gate_bias, drop=drop)
-        self.post = norm_act(p.post, out_chs)
+        self.post = norm_act(p.post, out_chs)  # in place on the sum, a tensor of this unit's own
+
+    def zero_init_last(self) -> None:
+        """Zero F's last layer (its last BN's weight, or its last conv's when F ends in a conv): F(x) = 0,
+        so the unit starts as its shortcut (timm's ``zero_init_last``)."""
+        last = self.F[-1]
+        nn.init.zeros_(last.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shared_pre:
@@ -183,7 +191,7 @@ class ResidualUnit(nn.Module):
             f = self.F(x)
         else:
             f = self.F(self.pre(x))
-        return self.post(self.shortcut(x, f))
+        return self.post(self.shortcut(x, self.drop_path(f)))
 
 
 def _branch(unit: str, in_chs: int, mid_chs: int, out_chs: int, stride: int, end: str,

@@ -4,9 +4,11 @@
     >>> model = timm.create_model("preact_resnet164")                       # CIFAR, 10 classes
     >>> model = timm.create_model("preact_resnet200", num_classes=100)      # ImageNet layout
     >>> model = timm.create_model("resnas_spec", spec="depth=20,act=preact,in_chans=1")
-"""
 
-from __future__ import annotations
+Like timm's ResNets, these entries zero the last layer of every F (``zero_init_last=True``), so that every
+unit starts as its shortcut and even ResNet-1001 gives finite outputs in eval mode at init;
+``zero_init_last=False`` gives the paper's initialization, that of ``resnas.build``.
+"""
 
 from typing import Any
 
@@ -26,6 +28,8 @@ ZOO: dict[str, ArchSpec] = {
     "preact_resnet1001": ArchSpec.cifar(1001, "bottleneck", act="preact"),
     # The original units (Fig. 4a) at the same depths: the paper's baselines in Tables 2-4.
     "original_resnet110": ArchSpec.cifar(110, "basic", act="original"),
+    # He et al. 2015's ResNet-110: zero-padded identity shortcuts (option A), the paper's 6.61% baseline.
+    "original_resnet110_zeropad": ArchSpec.cifar(110, "basic", act="original", down="zeropad"),
     "original_resnet164": ArchSpec.cifar(164, "bottleneck", act="original"),
     "original_resnet1001": ArchSpec.cifar(1001, "bottleneck", act="original"),
     **{f"preact_resnet{d}": ArchSpec.imagenet(d, act="preact") for d in (18, 34, 50, 101, 152, 200)},
@@ -62,6 +66,7 @@ default_cfgs = generate_default_cfgs({
 
 def _create(variant: str, spec: ArchSpec, pretrained: bool = False, **kwargs: Any) -> ResNet:
     n_features = len(spec.layers) + 1
+    kwargs.setdefault("zero_init_last", True)  # timm's default; False: the paper's init
     return build_model_with_cfg(
         ResNet, variant, pretrained, spec=spec,
         feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(n_features))), **kwargs,

@@ -38,9 +38,13 @@ def test_readme_models_table_matches_the_zoo():
     from resnas.network import count_macs, count_params
     from resnas.zoo import ZOO
 
-    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([\d,]+) \| ([\d.]+[MG])", (ROOT / "README.md").read_text(), flags=re.M)
-    assert {name for name, _, _ in rows} == set(ZOO)
-    for name, params, macs in rows:
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([\d,]+) \| ([\d.]+[MG])[^|]*\|([^|]*)\|",
+                      (ROOT / "README.md").read_text(), flags=re.M)
+    assert {name for name, _, _, _ in rows} == set(ZOO)
+    # the paper's 6.61% original ResNet-110 is He et al. 2015's: zero-padded identity shortcuts (option A)
+    quoted = [name for name, _, _, paper in rows if paper.strip().startswith("6.61")]
+    assert quoted and all(ZOO[name].down == "zeropad" and ZOO[name].act == "original" for name in quoted), quoted
+    for name, params, macs, _ in rows:
         with torch.device("meta"):  # shapes only: the ImageNet nets cost nothing to count
             model = timm.create_model(name)
         assert count_params(model) == int(params.replace(",", "")), name

@@ -57,6 +57,17 @@ def test_relu_preact_does_not_modify_shortcut_input_in_place():
     assert torch.equal(x, before)
 
 
+@pytest.mark.parametrize("unit, act", list(itertools.product(["basic", "bottleneck"], PLACEMENTS)))
+@pytest.mark.parametrize("in_chs, stride", [(16, 1), (8, 2)])
+def test_no_unit_modifies_its_input_in_place(unit, act, in_chs, stride):
+    """The input is the previous unit's output: a feature timm returns, the tensor a gradient checkpoint keeps."""
+    block = ResidualUnit(in_chs, 16, stride, unit=unit, mid_chs=4, act=act).train()
+    x = torch.randn(2, in_chs, 8, 8)
+    before = x.clone()
+    block(x)
+    assert torch.equal(x, before)
+
+
 def _unit(shortcut, **kw):
     return _zero_branch(ResidualUnit(8, 8, act="preact", shortcut=shortcut, **kw))
 
