@@ -47,7 +47,7 @@ from optuna.trial import TrialState
 
 from resnas.data import load_data
 from resnas.probe import probe, reference
-from resnas.space import KIND_PARAMS, Space, load_space
+from resnas.space import Space, load_space
 from resnas.spec import ArchSpec
 from resnas.study import PROBE_BATCH, Search, ranked_trials, run_search
 
@@ -166,7 +166,7 @@ def probe_threshold(space: Space, seed: int) -> tuple[float, dict[str, tuple[flo
 def label(spec: ArchSpec) -> str:
     """`bottleneck-11 relu_preact` (table2) or `basic-56 original scaling s=0.5 f=0.5` (table1), for the tables."""
     short = {"scale": "s", "f_scale": "f", "gate_bias": "b", "drop": "p"}
-    kind = spec.shortcut + "".join(f" {short[k]}={getattr(spec, k):g}" for k in KIND_PARAMS[spec.shortcut])
+    kind = spec.shortcut + "".join(f" {short[k]}={v:g}" for k, v in spec.shortcut_params)
     return f"{spec.unit}-{spec.depth} {spec.act}" + ("" if spec.shortcut == "identity" else f" {kind}")
 
 

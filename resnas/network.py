@@ -83,7 +83,7 @@ class ResNet(nn.Module):
             # ImageNet follows fb.resnet.torch (stride on the 3x3, the paper's ResNet-200 and its 15G MACs);
             # CIFAR follows resnet-1k-layers, the paper's own code (stride on the first 1x1).
             stride_3x3=s.layout == "imagenet",
-            scale=s.scale, f_scale=s.f_scale, gate_bias=s.gate_bias, drop=s.drop, drop_path=drop_path,
+            drop_path=drop_path, **dict(s.shortcut_params),
         )
 
     def init_weights(self, zero_init_last: bool = False) -> None:

@@ -51,18 +51,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .network import build
-from .spec import ArchSpec
-from .units import Gate, ResidualUnit
-
-# How the shortcut-only term of Eq. 5 is obtained for each kind.
-TERM_SOURCES = {
-    "identity": "1 per unit",
-    "scaling": "lambda per unit (Eq. 7), units 1 .. L-1",
-    "dropout": "1 - p per unit (expected mask), units 1 .. L-1",
-    "exclusive_gate": "mean 1 - g(x) per unit, measured, units 1 .. L-1",
-    "shortcut_gate": "mean 1 - g(x) per unit, measured, units 1 .. L-1",
-    "conv1x1": "undefined (a 1x1 conv is a matrix)",
-}
+from .spec import ArchSpec, default_shortcut
+from .units import SHORTCUTS, ResidualUnit, Shortcut
 
 
 @dataclass(frozen=True)
@@ -122,10 +112,12 @@ def probe(model: ArchSpec | str | nn.Module, batch: torch.Tensor, labels: torch.
                      if isinstance(getattr(m, "grad_checkpointing", None), bool)]
     model.train()
     inputs: dict[nn.Module, torch.Tensor] = {}  # x_l per unit, in the order the units ran
-    keep: dict[nn.Module, float] = {}  # the gate's mean 1 - g(x) per unit
+    keep: dict[nn.Module, float] = {}  # the shortcut's factor on h per unit (the row's ``factor``)
+    spec = getattr(model, "spec", None)
+    row = SHORTCUTS.get(spec.shortcut) if spec is not None else None
     handles = [u.register_forward_pre_hook(_record(u, inputs)) for u in units]
-    handles += [u.shortcut.gate.register_forward_hook(_keep_factor(u, keep))
-                for u in units if isinstance(u.shortcut, Gate)]
+    if row is not None and row.factor is not None:
+        handles += [u.shortcut.register_forward_hook(_keep_factor(u, row, keep)) for u in units]
     try:
         for m, _ in checkpointing:
             m.grad_checkpointing = False
@@ -143,12 +135,10 @@ def probe(model: ArchSpec | str | nn.Module, batch: torch.Tensor, labels: torch.
         model.train(was_training)
     acts = tuple(x.detach().norm().item() for x in xs)
     # The gain spans x_1 .. x_L: the shortcuts of units 1 .. L-1 (unit L's lies past x_L).
-    spanned = [keep[u] for u in list(inputs)[:-1] if u in keep]
-    spec = getattr(model, "spec", None)
+    term = math.prod((keep[u] for u in list(inputs)[:-1]), start=1.0) if keep else None
     return ProbeResult(str(spec) if spec is not None else type(model).__name__, grads, acts,
-                       gain=_log_ratio(grads[0], grads[-1]), slope=_slope(grads),
-                       shortcut_term=_shortcut_term(spec, len(xs) - 1, spanned),
-                       term_source=TERM_SOURCES.get(getattr(spec, "shortcut", ""), "unknown"), loss=loss.item())
+                       gain=_log_ratio(grads[0], grads[-1]), slope=_slope(grads), shortcut_term=term,
+                       term_source=row.term_source if row is not None else "unknown", loss=loss.item())
 
 
 def _record(unit: nn.Module, inputs: dict):
@@ -164,24 +154,15 @@ def _record(unit: nn.Module, inputs: dict):
     return hook
 
 
-def _keep_factor(unit: nn.Module, keep: dict):
-    """A hook on a unit's gate conv keeping the mean of 1 - g(x) over the batch (the gate's factor on the
-    shortcut), from the first call only."""
+def _keep_factor(unit: nn.Module, row: Shortcut, keep: dict):
+    """A hook on a unit's shortcut keeping its factor on h (``row.factor`` of the module and the x it
+    sees: lambda for scaling, the mean of 1 - g(x) over the batch for a gate), from the first call only."""
 
-    def hook(_, args: tuple, out: torch.Tensor) -> None:
-        keep.setdefault(unit, (1 - torch.sigmoid(out.detach())).mean().item())
+    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if unit not in keep:
+            keep[unit] = row.factor(module, args[0].detach())
 
     return hook
-
-
-def _shortcut_term(spec: ArchSpec | None, n_spanned: int, gate_factors: list[float]) -> float | None:
-    """The product of the shortcut factors of the ``n_spanned`` units between x_1 and x_L."""
-    if spec is None or spec.shortcut == "conv1x1":
-        return None
-    if spec.shortcut in ("exclusive_gate", "shortcut_gate"):
-        return math.prod(gate_factors)
-    factor = {"identity": 1.0, "scaling": spec.scale, "dropout": 1 - spec.drop}[spec.shortcut]
-    return factor ** n_spanned
 
 
 def _log_ratio(a: float, b: float) -> float:
@@ -209,9 +190,7 @@ def reference(spec: ArchSpec) -> ArchSpec:
         >>> str(reference(ArchSpec.cifar(110, act="original", shortcut="scaling", scale=0.5)))
         'layout=cifar,depth=110,unit=basic,act=preact,shortcut=identity'
     """
-    d = ArchSpec()
-    return spec.replace(act="preact", shortcut="identity", scale=d.scale, f_scale=d.f_scale,
-                        gate_bias=d.gate_bias, drop=d.drop)
+    return spec.replace(act="preact", shortcut=default_shortcut(), shortcut_params=())
 
 
 def against_reference(specs: list[ArchSpec], batch: torch.Tensor, labels: torch.Tensor | None = None, *,

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .spec import ACT_LETTERS, ACTS, IMAGENET_LAYERS, LAYOUTS, SHORTCUTS, UNITS, ArchSpec
+from .spec import ACT_LETTERS, ACTS, IMAGENET_LAYERS, LAYOUTS, SHORTCUTS, UNITS, ArchSpec, default_shortcut
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
 PRUNERS = ("hyperband", "median", "none")
@@ -31,8 +31,6 @@ TOP_KEYS = ("name", "description", "dataset", "sampler", "pruner", "objectives",
 SPACE_KEYS = ("layout", "stem", "unit", "depth", "act", "shortcut", "width", "widths", "down")
 RECIPE_KEYS = ("lr", "momentum", "weight_decay", "nesterov", "batch_size", "warmup_lr", "warmup_iters", "schedule",
                "milestones", "gamma", "max_loss")
-KIND_PARAMS = {"identity": (), "scaling": ("scale", "f_scale"), "exclusive_gate": ("gate_bias",),
-               "shortcut_gate": ("gate_bias",), "conv1x1": (), "dropout": ("drop",)}
 
 
 class SpaceError(ValueError):
@@ -288,7 +286,7 @@ def _choices(space: dict) -> dict[str, Any]:
     c["act"] = tuple(ACT_LETTERS.get(a, a) for a in acts)
     for a in c["act"]:
         _one_of(a, "space.act", ACTS)
-    c["shortcut"] = _shortcuts(space.get("shortcut", ["identity"]))
+    c["shortcut"] = _shortcuts(space.get("shortcut", [default_shortcut()]))
     if "width" in space:
         c["width"] = tuple(_number(v, "space.width") for v in _list(space["width"], "space.width"))
     if "widths" in space:
@@ -302,7 +300,8 @@ def _choices(space: dict) -> dict[str, Any]:
 
 
 def _shortcuts(raw: Any) -> dict[str, Any]:
-    """``[identity, conv1x1]`` or ``{scaling: {scale: [0, 0.5]}, exclusive_gate: {gate_bias: {low: -8, high: 0}}}``."""
+    """``[identity, conv1x1]`` or ``{scaling: {scale: [0, 0.5]}, exclusive_gate: {gate_bias: {low: -8, high: 0}}}``;
+    each kind's keys are its row's parameters (``SHORTCUTS``)."""
     if isinstance(raw, list):
         raw = {k: {} for k in raw}
     kinds = _mapping(raw, "space.shortcut", SHORTCUTS)
@@ -312,12 +311,12 @@ def _shortcuts(raw: Any) -> dict[str, Any]:
     for kind, params in kinds.items():
         key = f"space.shortcut.{kind}"
         if isinstance(params, list):  # explicit rows
-            rows = tuple(dict(_mapping(r, key, KIND_PARAMS[kind])) for r in params)
+            rows = tuple(dict(_mapping(r, key, SHORTCUTS[kind].param_names)) for r in params)
             if not rows:
                 raise SpaceError(f"{key}: an empty list of rows")
             out[kind] = tuple({p: _number(v, f"{key}.{p}") for p, v in r.items()} for r in rows)
             continue
-        params = _mapping(params or {}, key, KIND_PARAMS[kind])
+        params = _mapping(params or {}, key, SHORTCUTS[kind].param_names)
         out[kind] = {p: _values(v, f"{key}.{p}") for p, v in params.items()}
     return out
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 # Activation placements of Fig. 4 / Table 2, with the paper's letters as aliases.
 ACTS = ("original", "bn_after_add", "relu_before_add", "relu_preact", "preact")
 ACT_LETTERS = dict(zip("abcde", ACTS))
-# Shortcut kinds of Fig. 2 / Table 1.
-SHORTCUTS = ("identity", "scaling", "exclusive_gate", "shortcut_gate", "conv1x1", "dropout")
 UNITS = ("basic", "bottleneck")
 LAYOUTS = ("cifar", "imagenet")
 DOWNSAMPLES = ("projection", "zeropad")
@@ -38,12 +37,86 @@ IMAGENET_LAYERS = {
     200: ("bottleneck", (3, 24, 36, 3)),
 }
 CONVS_PER_UNIT = {"basic": 2, "bottleneck": 3}
-
-# Ranges of the shortcut parameters (Table 1 uses 0, 0.5, 1; > 1 is allowed to study explosion, Eq. 7).
-SCALE_RANGE = (0.0, 2.0)
-GATE_BIAS_RANGE = (-20.0, 20.0)
-DROP_RANGE = (0.0, 1.0)  # p in [0, 1)
 WIDTH_RANGE = (0.0, 16.0)  # multiplier in (0, 16]
+
+
+# ---- the shortcut axis: one row per kind ---------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a shortcut kind: a spec field (``scale=0.5``) and a key of a YAML space."""
+
+    name: str
+    default: float
+    low: float
+    high: float
+    meaning: str
+    high_open: bool = False  # the range is [low, high)
+
+    def check(self, value: Any) -> float:
+        """``value`` as a float in the range, or a one-line ValueError naming the range."""
+        value = _float(self.name, value)
+        _in_range(self.name, value, self.low, self.high, self.high_open)
+        return value
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """One shortcut kind h: a row of Fig. 2 / Table 1 (``resnas.units`` holds the paper's rows).
+
+    ``module(h, **params)`` is the unit's sum of h and F, a module called as ``module(x, F(x))``; with
+    ``weights_on_x`` it is ``module(h, in_chs, out_chs, stride, **params)`` (the gates' W_g acts on x).
+    ``projection``: h is a 1x1 conv on every unit, not only where the dimension changes. ``factor(module,
+    x)``: the kind's factor on h in the shortcut-only term of Eq. 5 (None: undefined), ``term_source``
+    how the probe obtains it. ``label(**params)``: the variant's name in the paper's tables.
+    """
+
+    name: str
+    module: Callable[..., Any]
+    label: Callable[..., str]
+    params: tuple[Param, ...] = ()
+    factor: Callable[[Any, Any], float] | None = None
+    term_source: str = "undefined"
+    weights_on_x: bool = False
+    projection: bool = False
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+
+# name -> row, in the order of Fig. 2; the first row is a spec's default. Filled by resnas.units (which
+# importing any part of resnas imports), so that this module needs no torch.
+SHORTCUTS: dict[str, Shortcut] = {}
+
+
+def register_shortcut(row: Shortcut) -> Shortcut:
+    """Add a shortcut kind: a spec's ``shortcut=``, its parameters spec fields and YAML space keys, a unit,
+    a probe term. ``del SHORTCUTS[row.name]`` takes it out again."""
+    if row.name in SHORTCUTS:
+        raise ValueError(f"shortcut: {row.name!r} is a registered kind already")
+    known = shortcut_params()
+    for p in row.params:
+        if p.name in _FIELDS or p.name == "depth":
+            raise ValueError(f"{p.name}: is a spec field; a shortcut parameter needs another name")
+        if p.name in known and known[p.name] != p:
+            raise ValueError(f"{p.name}: a parameter of {' and '.join(_kinds_of(p.name))} already, with "
+                             "another default or range; give it another name")
+    SHORTCUTS[row.name] = row
+    return row
+
+
+def shortcut_params() -> dict[str, Param]:
+    """Every parameter of the registered shortcut kinds, by name, in the table's order."""
+    return {p.name: p for row in SHORTCUTS.values() for p in row.params}
+
+
+def default_shortcut() -> str:
+    """A spec's shortcut kind when none is given: the first row, the paper's identity (Fig. 2a)."""
+    return next(iter(SHORTCUTS))
+
+
+def _kinds_of(param: str) -> list[str]:
+    return [row.name for row in SHORTCUTS.values() if param in row.param_names]
 
 
 def _choices(name: str, value: Any, allowed) -> None:
@@ -85,20 +158,19 @@ class ArchSpec:
     """One network of the paper's design space.
 
     ``layers`` are the units per stage, ``widths`` the (bottleneck) widths of the stages before the
-    ``width`` multiplier. Shortcut parameters: ``scale`` is lambda on h and ``f_scale`` lambda on F
-    (Fig. 2b), ``gate_bias`` the initial b_g of the gates (Fig. 2c/d), ``drop`` the dropout ratio
-    on the shortcut (Fig. 2f). Each may differ from its default only for its own shortcut kind.
+    ``width`` multiplier. The shortcut kind's parameters (its row's ``params`` in ``SHORTCUTS``: for
+    scaling ``scale``, lambda on h, and ``f_scale``, lambda on F) are given and read like fields,
+    ``ArchSpec(shortcut="scaling", scale=0.5).scale``, and kept in ``shortcut_params``, so a new kind's
+    parameter needs no field here. A parameter of another kind reads as its default, and may be given
+    only at its default.
     """
 
     layout: str = "cifar"
     layers: tuple[int, ...] = (18, 18, 18)
     unit: str = "basic"
     act: str = "preact"
-    shortcut: str = "identity"
-    scale: float = 1.0
-    f_scale: float = 1.0
-    gate_bias: float = -6.0
-    drop: float = 0.5
+    shortcut: str = ""  # "" means default_shortcut()
+    shortcut_params: tuple[tuple[str, float], ...] = ()  # (name, value) of each of the kind's parameters
     down: str = "projection"
     widths: tuple[int, ...] = field(default=())  # () means the layout's default
     width: float = 1.0
@@ -120,13 +192,31 @@ class ArchSpec:
         kwargs.setdefault("num_classes", 1000)
         return cls(layout="imagenet", layers=layers, unit=unit, **kwargs)
 
+    def __init__(self, **values: Any) -> None:
+        """The fields by name, and the shortcut kind's parameters by theirs (``scale=0.5``)."""
+        params = dict(values.pop("shortcut_params", ()))
+        for f in dataclasses.fields(self):
+            if f.name != "shortcut_params":
+                object.__setattr__(self, f.name, values.pop(f.name, f.default))
+        object.__setattr__(self, "shortcut_params", {**params, **values})  # checked in __post_init__
+        self.__post_init__()
+
+    def __getattr__(self, name: str) -> float:
+        """A shortcut parameter by name (``spec.scale``): this kind's value, another kind's default."""
+        param = shortcut_params().get(name)
+        if param is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return dict(self.__dict__.get("shortcut_params", ())).get(name, param.default)
+
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalise in place: the dataclass is frozen
         set_(self, "act", ACT_LETTERS.get(self.act, self.act))
+        if self.shortcut == "":
+            set_(self, "shortcut", default_shortcut())
         _choices("layout", self.layout, LAYOUTS)
         _choices("unit", self.unit, UNITS)
         _choices("act", self.act, ACTS + tuple(ACT_LETTERS))
-        _choices("shortcut", self.shortcut, SHORTCUTS)
+        _choices("shortcut", self.shortcut, tuple(SHORTCUTS))
         _choices("down", self.down, DOWNSAMPLES)
         set_(self, "stem", self.stem or self.layout)
         _choices("stem", self.stem, LAYOUTS)
@@ -138,18 +228,21 @@ class ArchSpec:
             raise ValueError(
                 f"widths: {self.widths!r} must be {len(self.layers)} positive widths, one per stage of layers"
             )
-        for name in ("scale", "f_scale", "gate_bias", "drop", "width"):
-            set_(self, name, _float(name, getattr(self, name)))
-        _in_range("scale", self.scale, *SCALE_RANGE)
-        _in_range("f_scale", self.f_scale, *SCALE_RANGE)
-        _in_range("gate_bias", self.gate_bias, *GATE_BIAS_RANGE)
-        _in_range("drop", self.drop, *DROP_RANGE, hi_open=True)
+        known = shortcut_params()
+        for name in self.shortcut_params:
+            if name not in known:
+                raise ValueError(f"spec: unknown field {name!r}; allowed: {', '.join(sorted(_keys()))}")
+        given = {name: known[name].check(value) for name, value in dict(self.shortcut_params).items()}
+        set_(self, "width", _float("width", self.width))
         _in_range("width", self.width, *WIDTH_RANGE)
         if self.width == 0:
             raise ValueError("width: 0.0 is out of range; allowed: (0, 16]")
-        for name, kinds in _PARAM_KINDS.items():
-            if getattr(self, name) != _DEFAULTS[name] and self.shortcut not in kinds:
-                raise ValueError(f"{name}: only applies to shortcut={' or '.join(kinds)}, not {self.shortcut}")
+        row = SHORTCUTS[self.shortcut]
+        for name, value in given.items():
+            if name not in row.param_names and value != known[name].default:
+                kinds = " or ".join(_kinds_of(name))
+                raise ValueError(f"{name}: only applies to shortcut={kinds}, not {self.shortcut}")
+        set_(self, "shortcut_params", tuple((p.name, given.get(p.name, p.default)) for p in row.params))
         if self.down == "zeropad" and self.unit != "basic":
             raise ValueError("down: zeropad (option A) needs unit=basic; allowed for bottleneck: projection")
         for name in ("in_chans", "num_classes"):
@@ -177,7 +270,12 @@ class ArchSpec:
     # ---- round trips --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Every field, JSON-ready (lists for tuples); ``ArchSpec.from_dict`` reads it back."""
-        d = dataclasses.asdict(self)
+        d: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "shortcut_params":  # flat, every kind's parameters: scale=..., gate_bias=...
+                d.update({name: getattr(self, name) for name in shortcut_params()})
+            else:
+                d[f.name] = getattr(self, f.name)
         d["layers"], d["widths"] = list(self.layers), list(self.widths)
         return d
 
@@ -189,9 +287,9 @@ class ArchSpec:
         d = dict(d)
         if d.get("layout") == "imagenet":
             d.setdefault("num_classes", 1000)  # ImageNet nets default to its 1000 classes
-        unknown = sorted(map(str, set(d) - _KEYS))
+        unknown = sorted(map(str, set(d) - _keys()))
         if unknown:
-            raise ValueError(f"spec: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(_KEYS))}")
+            raise ValueError(f"spec: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(_keys()))}")
         if "depth" in d:
             if "layers" in d:
                 raise ValueError("depth: give depth or layers, not both")
@@ -209,10 +307,11 @@ class ArchSpec:
     def __str__(self) -> str:
         parts = [f"layout={self.layout}", self._depth_token(), f"unit={self.unit}", f"act={self.act}",
                  f"shortcut={self.shortcut}"]
+        parts += [f"{p.name}={_fmt(value)}" for p, (_, value) in zip(SHORTCUTS[self.shortcut].params,
+                                                                       self.shortcut_params) if value != p.default]
         defaults = {**_DEFAULTS, "widths": DEFAULT_WIDTHS[self.layout], "stem": self.layout,
                     "num_classes": 1000 if self.layout == "imagenet" else _DEFAULTS["num_classes"]}
-        for name in ("scale", "f_scale", "gate_bias", "drop", "down", "widths", "width", "stem",
-                     "in_chans", "num_classes"):
+        for name in ("down", "widths", "width", "stem", "in_chans", "num_classes"):
             value = getattr(self, name)
             if value != defaults[name]:
                 parts.append(f"{name}={_fmt(value)}")
@@ -236,8 +335,8 @@ class ArchSpec:
             key, value = key.strip(), value.strip()
             if not sep or not key:
                 raise ValueError(f"spec: {token!r} is not key=value")
-            if key not in _KEYS:
-                raise ValueError(f"spec: unknown field {key!r}; allowed: {', '.join(sorted(_KEYS))}")
+            if key not in _keys():
+                raise ValueError(f"spec: unknown field {key!r}; allowed: {', '.join(sorted(_keys()))}")
             if key in d:
                 raise ValueError(f"{key}: given twice")
             d[key] = _PARSERS[key](key, value) if key in _PARSERS else value
@@ -250,14 +349,11 @@ class ArchSpec:
 
 _FIELDS = {f.name for f in dataclasses.fields(ArchSpec)}
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ArchSpec)}
-_KEYS = _FIELDS | {"depth"}  # what a spec string or dict may name
-# Which shortcut kinds each parameter belongs to.
-_PARAM_KINDS = {
-    "scale": ("scaling",),
-    "f_scale": ("scaling",),
-    "gate_bias": ("exclusive_gate", "shortcut_gate"),
-    "drop": ("dropout",),
-}
+
+
+def _keys() -> set[str]:
+    """What a spec string or dict may name: the fields (shortcut parameters flat), and depth."""
+    return (_FIELDS - {"shortcut_params"}) | {"depth"} | set(shortcut_params())
 
 
 def _int(name: str, value: Any) -> int:
@@ -304,9 +400,5 @@ _PARSERS = {
     "widths": _int_tuple,
     "in_chans": _int,
     "num_classes": _int,
-    "scale": _float,
-    "f_scale": _float,
-    "gate_bias": _float,
-    "drop": _float,
     "width": _float,
 }

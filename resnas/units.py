@@ -1,15 +1,22 @@
 """The paper's residual units: y = h(x) + F(x), x_next = f(y) (Eq. 1-2).
 
 Activation placements (Fig. 4, Table 2) and shortcut kinds (Fig. 2, Table 1) are rows of the two
-tables below; a unit is assembled from one row of each.
+tables below; a unit is assembled from one row of each. A shortcut kind is one ``Shortcut`` row (its
+module, its parameters with default, range and meaning, its Eq. 5 factor, its label): the spec's
+fields and checks, the YAML spaces, the probe and ``resnas reproduce`` read it from there, so a new
+kind is a row and a small module, added with ``register_shortcut``.
 """
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
 from timm.layers import BatchNormAct2d, DropPath
+
+from .spec import SHORTCUTS, Param, Shortcut, register_shortcut
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ def projection(in_chs: int, out_chs: int, stride: int, bn: bool) -> nn.Module:
 class Add(nn.Module):
     """h(x) + F(x) with h the identity, or a projection / 1x1 conv (Fig. 2a, 2e)."""
 
-    def __init__(self, h: nn.Module, **_):
+    def __init__(self, h: nn.Module):
         super().__init__()
         self.h = h
 
@@ -84,7 +91,7 @@ class Add(nn.Module):
 class Scaling(Add):
     """lambda * h(x) + lambda_F * F(x) (Fig. 2b); lambda = 0 is a plain net."""
 
-    def __init__(self, h: nn.Module, scale: float, f_scale: float, **_):
+    def __init__(self, h: nn.Module, scale: float, f_scale: float):
         super().__init__(h)
         self.scale, self.f_scale = scale, f_scale
 
@@ -100,7 +107,7 @@ class Gate(Add):
     g = sigmoid(W_g x + b_g) with W_g a 1x1 conv."""
 
     def __init__(self, h: nn.Module, in_chs: int, out_chs: int, stride: int, gate_bias: float,
-                 exclusive: bool, **_):
+                 exclusive: bool):
         super().__init__(h)
         self.exclusive = exclusive
         # No BN on the gate: b_g's initial value is the knob Table 1 searches, BN would re-centre it.
@@ -115,12 +122,17 @@ class Gate(Add):
         g = torch.sigmoid(self.gate(x))
         return (1 - g) * self.h(x) + (g * f if self.exclusive else f)
 
+    @torch.no_grad()
+    def keep(self, x: torch.Tensor) -> float:
+        """The mean of 1 - g(x) over ``x``: the gate's factor on h (Eq. 5)."""
+        return (1 - torch.sigmoid(self.gate(x))).mean().item()
+
 
 class Dropout(Add):
     """dropout(h(x)) + F(x) (Fig. 2f). Unscaled Bernoulli mask in training and (1 - p) at test, so the
     shortcut carries the expected scale lambda = 1 - p the paper's analysis uses (Sec. 3.1)."""
 
-    def __init__(self, h: nn.Module, drop: float, **_):
+    def __init__(self, h: nn.Module, drop: float):
         super().__init__(h)
         self.p = drop
 
@@ -136,14 +148,35 @@ class Dropout(Add):
         return f"p={self.p}"
 
 
-SHORTCUTS = {
-    "identity": Add,
-    "scaling": Scaling,
-    "exclusive_gate": lambda **kw: Gate(exclusive=True, **kw),
-    "shortcut_gate": lambda **kw: Gate(exclusive=False, **kw),
-    "conv1x1": Add,  # with h a 1x1 conv on every unit
-    "dropout": Dropout,
-}
+def _scaling_label(scale: float, f_scale: float) -> str:
+    return f"constant scaling {scale:g} / {f_scale:g}" + (" (plain net)" if scale == 0 else "")
+
+
+# Table 1 uses lambda 0, 0.5, 1; > 1 is allowed to study explosion (Eq. 7).
+SCALE = Param("scale", 1.0, 0.0, 2.0, "lambda, the constant on h (Eq. 7)")
+F_SCALE = Param("f_scale", 1.0, 0.0, 2.0, "lambda_F, the constant on F")
+GATE_BIAS = Param("gate_bias", -6.0, -20.0, 20.0, "b_g, the gate's initial bias: g = sigmoid(W_g x + b_g)")
+DROP = Param("drop", 0.5, 0.0, 1.0, "p, the dropout ratio on h", high_open=True)
+
+# The shortcut kinds of Fig. 2 / Table 1, one row each; the first is a spec's default.
+_GATED = "mean 1 - g(x) per unit, measured, units 1 .. L-1"
+for _row in (
+    Shortcut("identity", Add, label=lambda: "original (identity)", factor=lambda m, x: 1.0,
+             term_source="1 per unit"),  # (a)
+    Shortcut("scaling", Scaling, label=_scaling_label, params=(SCALE, F_SCALE), factor=lambda m, x: m.scale,
+             term_source="lambda per unit (Eq. 7), units 1 .. L-1"),  # (b)
+    Shortcut("exclusive_gate", partial(Gate, exclusive=True),
+             label=lambda gate_bias: f"exclusive gating, b_g {gate_bias:g}",
+             params=(GATE_BIAS,), factor=Gate.keep, term_source=_GATED, weights_on_x=True),  # (c)
+    Shortcut("shortcut_gate", partial(Gate, exclusive=False),
+             label=lambda gate_bias: f"shortcut-only gating, b_g {gate_bias:g}",
+             params=(GATE_BIAS,), factor=Gate.keep, term_source=_GATED, weights_on_x=True),  # (d)
+    Shortcut("conv1x1", Add, label=lambda: "1x1 conv shortcut", factor=None,
+             term_source="undefined (a 1x1 conv is a matrix)", projection=True),  # (e)
+    Shortcut("dropout", Dropout, label=lambda drop: f"dropout shortcut {drop:g}", params=(DROP,),
+             factor=lambda m, x: 1 - m.p, term_source="1 - p per unit (expected mask), units 1 .. L-1"),  # (f)
+):
+    register_shortcut(_row)
 
 
 # ---- the unit ------------------------------------------------------------------------------------
@@ -153,15 +186,15 @@ class ResidualUnit(nn.Module):
     ``first``: the network's first unit, whose pre-activation is the stem's BN-ReLU right after conv1.
     Units that change dimension apply their pre-activation once, before splitting into F and h.
     ``drop_path``: stochastic depth, F's output dropped (per sample) before the shortcut adds it.
+    ``params``: the shortcut kind's own parameters (``scale=0.5``); the row's defaults where not given.
     """
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, *, unit: str = "basic",
                  mid_chs: int | None = None, act: str = "preact", shortcut: str = "identity",
                  down: str = "projection", first: bool = False, stride_3x3: bool = True,
-                 scale: float = 1.0, f_scale: float = 1.0, gate_bias: float = -6.0, drop: float = 0.5,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, **params: float):
         super().__init__()
-        p = PLACEMENTS[act]
+        p, row = PLACEMENTS[act], SHORTCUTS[shortcut]
         changes_dim = stride != 1 or in_chs != out_chs
         self.shared_pre = changes_dim or first
         # Never in place on x: x is the previous unit's output (a feature timm returns, the input a
@@ -169,14 +202,13 @@ class ResidualUnit(nn.Module):
         self.pre = nn.Identity() if first else norm_act(p.pre, in_chs, inplace=False)
         self.F = _branch(unit, in_chs, mid_chs or out_chs, out_chs, stride, p.end, stride_3x3)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        if shortcut == "conv1x1" or (changes_dim and down == "projection"):
+        if row.projection or (changes_dim and down == "projection"):
             h = projection(in_chs, out_chs, stride, p.proj_bn)
         elif changes_dim:
             h = ZeroPad(in_chs, out_chs, stride)
         else:
             h = nn.Identity()
-        self.shortcut = SHORTCUTS[shortcut](h=h, in_chs=in_chs, out_chs=out_chs, stride=stride,
-                                            scale=scale, f_scale=f_scale, gate_bias=gate_bias, drop=drop)
+        self.shortcut = _shortcut(row, h, in_chs, out_chs, stride, params)
         self.post = norm_act(p.post, out_chs)  # in place on the sum, a tensor of this unit's own
 
     def zero_init_last(self) -> None:
@@ -192,6 +224,17 @@ class ResidualUnit(nn.Module):
         else:
             f = self.F(self.pre(x))
         return self.post(self.shortcut(x, self.drop_path(f)))
+
+
+def _shortcut(row: Shortcut, h: nn.Module, in_chs: int, out_chs: int, stride: int,
+              params: Mapping[str, float]) -> nn.Module:
+    """The row's module with exactly its own parameters (the row's defaults where not given)."""
+    unknown = sorted(set(params) - set(row.param_names))
+    if unknown:
+        raise TypeError(f"{unknown[0]}: not a parameter of shortcut={row.name}; allowed: "
+                        f"{', '.join(row.param_names) or 'none'}")
+    kw = {p.name: params.get(p.name, p.default) for p in row.params}
+    return row.module(h, in_chs, out_chs, stride, **kw) if row.weights_on_x else row.module(h, **kw)
 
 
 def _branch(unit: str, in_chs: int, mid_chs: int, out_chs: int, stride: int, end: str,

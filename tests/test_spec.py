@@ -6,23 +6,19 @@ from hypothesis import strategies as st
 
 from resnas.spec import ACTS, SHORTCUTS, ArchSpec
 
-KIND_PARAMS = {
-    "identity": {},
-    "scaling": {"scale": st.floats(0, 2), "f_scale": st.floats(0, 2)},
-    "exclusive_gate": {"gate_bias": st.floats(-20, 20)},
-    "shortcut_gate": {"gate_bias": st.floats(-20, 20)},
-    "conv1x1": {},
-    "dropout": {"drop": st.floats(0, 0.99)},
-}
+
+def _params(shortcut):
+    """A strategy per parameter of the kind, over its row's range."""
+    return {p.name: st.floats(p.low, p.high, exclude_max=p.high_open) for p in SHORTCUTS[shortcut].params}
 
 
 @st.composite
 def specs(draw):
     layout = draw(st.sampled_from(["cifar", "imagenet"]))
     unit = draw(st.sampled_from(["basic", "bottleneck"]))
-    shortcut = draw(st.sampled_from(SHORTCUTS))
+    shortcut = draw(st.sampled_from(list(SHORTCUTS)))
     n_stages = 3 if layout == "cifar" else 4
-    kw = {name: draw(s) for name, s in KIND_PARAMS[shortcut].items()}
+    kw = {name: draw(s) for name, s in _params(shortcut).items()}
     return ArchSpec(
         layout=layout, unit=unit, shortcut=shortcut, **kw,
         layers=tuple(draw(st.lists(st.integers(1, 40), min_size=n_stages, max_size=n_stages))),
