@@ -91,7 +91,8 @@ SHORTCUTS: dict[str, Shortcut] = {}
 
 def register_shortcut(row: Shortcut) -> Shortcut:
     """Add a shortcut kind: a spec's ``shortcut=``, its parameters spec fields and YAML space keys, a unit,
-    a probe term. ``del SHORTCUTS[row.name]`` takes it out again."""
+    a probe term. ``del SHORTCUTS[row.name]`` takes it out again. The table is per process: processes
+    started afresh (``--workers``, distributed ranks) know only the rows of the modules they import."""
     if row.name in SHORTCUTS:
         raise ValueError(f"shortcut: {row.name!r} is a registered kind already")
     known = shortcut_params()
