@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import os
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import PartialState
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_dataset, create_transform
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torchvision.datasets import CIFAR10, CIFAR100
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "folder")
 SPLITS = ("train", "val", "test")
 SPLIT_SEED = 0  # the split is part of the data set: fixed, whatever the training seed
 
@@ -172,20 +175,31 @@ def load_data(name: str, data_dir: str | os.PathLike | None = None, *, download:
     """
     if name not in DATASETS:
         raise DataError(f"dataset: {name!r} is unknown; allowed: {', '.join(DATASETS)}")
-    if name == "digits":
-        return _digits()
+    row = DATASETS[name]
+    if row.embedded:
+        return row.load(Load(name))
     if data_dir is None:
         raise DataError(f"{name}: needs a data directory (--data-dir)")
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction: {val_fraction!r} is out of range; allowed: (0, 1)")
-    if name.startswith("cifar"):
-        return _cifar(name, Path(data_dir), download, val_fraction)
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
-    return _folder(name, Path(data_dir), image_size, val_fraction, workers)
+    return row.load(Load(name, Path(data_dir), download, image_size, val_fraction, workers))
+
+
+@dataclass(frozen=True)
+class Load:
+    """What ``load_data`` was asked for, as every loader of the table below takes it."""
+
+    name: str
+    root: Path | None = None
+    download: bool = True
+    image_size: int = 224
+    val_fraction: float = 0.1
+    workers: int = 0
 
 
 def _stratified_split(labels: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # deferred: sklearn takes a second to import, digits only
 
     parts, rest = [], np.arange(len(labels))
     for size in sizes:
@@ -194,8 +208,8 @@ def _stratified_split(labels: np.ndarray, sizes: tuple[int, ...]) -> list[np.nda
     return [np.sort(rest), *parts]
 
 
-def _digits() -> Data:
-    from sklearn.datasets import load_digits
+def _digits(_: Load) -> Data:
+    from sklearn.datasets import load_digits  # deferred: sklearn takes a second to import, digits only
 
     digits = load_digits()
     images = torch.from_numpy(np.round(digits.images * (255 / 16))).to(torch.uint8)[:, None]  # 0..16 -> 0..255
@@ -216,17 +230,14 @@ def _cifar_class(name: str):
     The archive's md5 is still checked on download; this lets users (and the tests) supply their own
     batches in torchvision's on-disk format.
     """
-    from torchvision.datasets import CIFAR10, CIFAR100
-
     base = CIFAR10 if name == "cifar10" else CIFAR100
     return type(base.__name__, (base,), dict(
         train_list=[[f, None] for f, _ in base.train_list], test_list=[[f, None] for f, _ in base.test_list],
         meta={**base.meta, "md5": None}))
 
 
-def _cifar(name: str, root: Path, download: bool, val_fraction: float) -> Data:
-    from accelerate import PartialState
-
+def _cifar(load: Load) -> Data:
+    name, root, download, val_fraction = load.name, load.root, load.download, load.val_fraction
     cls = _cifar_class(name)
     try:
         with PartialState().main_process_first():  # one process downloads, the others wait and read
@@ -250,9 +261,8 @@ def _cifar(name: str, root: Path, download: bool, val_fraction: float) -> Data:
                 TensorSplit(test_images, torch.tensor(test_set.targets, dtype=torch.long), mean, std))
 
 
-def _folder(name: str, root: Path, image_size: int, val_fraction: float, workers: int) -> Data:
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_dataset, create_transform
-
+def _folder(load: Load) -> Data:
+    name, root, image_size, val_fraction = load.name, load.root, load.image_size, load.val_fraction
     if not root.is_dir():
         raise DataError(f"{name}: {root} is not a directory; "
                         "expected class sub-folders, or train/ and val/ holding them")
@@ -279,4 +289,25 @@ def _folder(name: str, root: Path, image_size: int, val_fraction: float, workers
         raise DataError(f"imagenet: {root} has no val/ folder; expected train/ and val/ with one folder per class")
     num_classes = len(train_all.reader.class_to_idx)
     return Data(name, num_classes, size, tuple(mean), tuple(std), Subset(train_all, sorted(perm[n_val:])),
-                Subset(eval_all, sorted(perm[:n_val])), test, crop_pct=crop_pct, workers=workers)
+                Subset(eval_all, sorted(perm[:n_val])), test, crop_pct=crop_pct, workers=load.workers)
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """One data set resnas knows: its loader, how the paper trains on it, and the input it gives."""
+
+    name: str
+    load: Callable[[Load], Data]
+    recipe: str  # its training recipe: a key of resnas.train.RECIPES
+    epochs: int  # the paper's budget, ``resnas train``'s default (digits converges in 30, STACK.md)
+    input_size: tuple[int, int, int] | None  # None: set by ``image_size``
+    embedded: bool = False  # shipped with a package: no data directory
+
+
+DATASETS = {d.name: d for d in (
+    DataSet("digits", _digits, "digits", 30, (1, 8, 8), embedded=True),
+    DataSet("cifar10", _cifar, "cifar", 164, (3, 32, 32)),
+    DataSet("cifar100", _cifar, "cifar", 164, (3, 32, 32)),
+    DataSet("imagenet", _folder, "imagenet", 90, None),
+    DataSet("folder", _folder, "imagenet", 90, None),  # any folder of class sub-folders
+)}

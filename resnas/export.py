@@ -19,8 +19,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch.nn as nn
+from safetensors.torch import save_file
 
+from .spec import ArchSpec
 from .zoo import input_cfg
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
@@ -52,8 +55,6 @@ def export(model: nn.Module, directory: str | os.PathLike, **input_info: Any) ->
 
 
 def _write_weights(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, tmp, metadata={"format": "pt"})
@@ -88,10 +89,6 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
 
 def load(directory: str | os.PathLike) -> nn.Module:
     """The network of an export, with its weights, through timm's ``local-dir:`` loader."""
-    import timm
-
-    from .spec import ArchSpec
-
     config = read_config(directory)
     try:
         ArchSpec.parse(config["model_args"]["spec"])

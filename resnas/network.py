@@ -14,6 +14,7 @@ import torch.nn as nn
 from timm.layers import ClassifierHead, calculate_drop_path_rates
 from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
+from torch.utils.flop_counter import FlopCounterMode
 
 from .spec import ArchSpec
 from .units import PLACEMENTS, Gate, ResidualUnit, conv, norm_act
@@ -197,8 +198,6 @@ def count_params(model: nn.Module) -> int:
 @torch.no_grad()
 def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     """Multiply-accumulates of one image (conv + linear), counted by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     was_training = model.training
     model.eval()
     param = next(model.parameters())

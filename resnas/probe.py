@@ -221,7 +221,7 @@ def short_labels(specs: list[str]) -> list[str]:
 
 def plot(results: list[ProbeResult], path: str, title: str = "") -> None:
     """log10 |dE/dx_l| against the unit index l, one line per result, saved as an image at ``path``."""
-    import matplotlib
+    import matplotlib  # deferred: an optional dependency (resnas[plots]), only for --plot
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt

@@ -12,6 +12,7 @@ the sampled space can never disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,17 +21,18 @@ from typing import Any
 
 import yaml
 
+from .data import DATASETS
 from .spec import ACT_LETTERS, ACTS, IMAGENET_LAYERS, LAYOUTS, SHORTCUTS, UNITS, ArchSpec, default_shortcut
+from .train import Recipe
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
 PRUNERS = ("hyperband", "median", "none")
 OBJECTIVES = ("val_error", "params", "macs")
-DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "folder")
 TOP_KEYS = ("name", "description", "dataset", "sampler", "pruner", "objectives", "epochs", "trials", "seed",
             "recipe", "space")
 SPACE_KEYS = ("layout", "stem", "unit", "depth", "act", "shortcut", "width", "widths", "down")
-RECIPE_KEYS = ("lr", "momentum", "weight_decay", "nesterov", "batch_size", "warmup_lr", "warmup_iters", "schedule",
-               "milestones", "gamma", "max_loss")
+# a space's recipe may set every field of Recipe but its schedule's length, which is the space's epochs.max
+RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name != "schedule_epochs")
 
 
 class SpaceError(ValueError):
@@ -248,8 +250,6 @@ def _build(raw: Any, source: str, default_name: str) -> Space:
 
 
 def _check_recipe(recipe: dict) -> None:
-    from .train import Recipe
-
     try:
         Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()})
     except (TypeError, ValueError) as e:

@@ -30,8 +30,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from rich.console import Console
+from rich.progress import Progress
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.optim.lr_scheduler import ChainedScheduler, ConstantLR, CosineAnnealingLR, MultiStepLR
 
-from .data import Data
+from .data import DATASETS, Data
 from .network import build, count_macs, count_params
 from .spec import ArchSpec
 
@@ -104,6 +111,15 @@ class Recipe:
 RECIPES = {"cifar": Recipe.cifar, "imagenet": Recipe.imagenet, "digits": Recipe.digits}
 
 
+def dataset_recipe(dataset: str, **changes: Any) -> Recipe:
+    """The paper's recipe for a data set (its row of ``resnas.data.DATASETS``), with ``changes``.
+
+    >>> dataset_recipe("imagenet").batch_size, dataset_recipe("digits", lr=0.05).warmup_iters
+    (256, 0)
+    """
+    return RECIPES[DATASETS[dataset].recipe](**changes)
+
+
 @dataclass(frozen=True)
 class EpochReport:
     """What ``on_epoch`` sees after each epoch (the same on every process)."""
@@ -171,8 +187,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_e
     >>> lrs
     [0.01, 0.01, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
     """
-    from torch.optim.lr_scheduler import ChainedScheduler, ConstantLR, CosineAnnealingLR, MultiStepLR
-
     total = (recipe.schedule_epochs or epochs) * steps_per_epoch
     if recipe.schedule == "step":
         main = MultiStepLR(optimizer, [round(m * total) for m in recipe.milestones], gamma=recipe.gamma)
@@ -196,9 +210,6 @@ def train(model: ArchSpec | str | nn.Module, data: Data, epochs: int, recipe: Re
     the error on the test split at the end; ``progress`` shows a bar (plain lines when not a terminal).
     ``mixed_precision`` defaults to bf16 where the GPU has it, ``channels_last`` to on with CUDA.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
-
     recipe = recipe or Recipe()
     _check_budget(epochs, recipe)
     accelerator = Accelerator(mixed_precision=mixed_precision or default_precision(),
@@ -362,13 +373,9 @@ class _Progress:
     """A rich bar on a terminal, one plain line per epoch otherwise; only on the main process."""
 
     def __init__(self, accelerator, epochs: int, steps: int, enabled: bool):
-        from rich.console import Console
-
         self.accelerator, self.bar = accelerator, None
         self.enabled = enabled and accelerator.is_main_process
         if self.enabled and Console().is_terminal:
-            from rich.progress import Progress
-
             self.bar = Progress(*Progress.get_default_columns())
             self.task = self.bar.add_task("training", total=epochs * steps)
             self.bar.start()
@@ -394,8 +401,6 @@ class _Progress:
 def save_checkpoint(path: Path, accelerator, model: nn.Module, optimizer, scheduler, generator: torch.Generator,
                     run: dict, history: dict) -> None:
     """Write the whole training state atomically (temp file + os.replace); main process only writes."""
-    from safetensors.torch import save_file
-
     if accelerator.is_main_process:
         state = dict(run=run, epoch=len(history["train_loss"]), history=history, model=model.state_dict(),
                      optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=_rng_state(generator))
@@ -417,8 +422,6 @@ def checkpoint_epoch(path: Path) -> int | None:
 
 
 def _read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    from safetensors import safe_open
-
     try:
         with safe_open(path, framework="pt") as f:
             header = json.loads(f.metadata()["resnas"])
