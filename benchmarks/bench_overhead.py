@@ -40,6 +40,7 @@ import torch
 
 import resnas.study as rs
 import resnas.train as rt
+from resnas.record import TrialRecord
 from resnas.space import parse_space
 
 GOAL = 0.5  # seconds of overhead per trial
@@ -220,7 +221,7 @@ def run_once(meter: Meter, space, url: str, study: str, trials: int, seed: int) 
         now, snap = time.perf_counter(), meter.snapshot()
         diff = {kind: {k: v - last["snap"][kind].get(k, 0) for k, v in values.items()} for kind, values in snap.items()}
         records.append(dict(wall=now - last["time"], parts=diff["totals"], calls=diff["calls"], detail=diff["detail"],
-                            state=frozen.state.name, seconds=frozen.user_attrs.get("seconds")))
+                            state=frozen.state.name, seconds=TrialRecord.from_trial(frozen).seconds))
         last.update(time=now, snap=snap)
 
     original_optimize = optuna.Study.optimize

@@ -9,6 +9,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .record import TrialRecord, status_of
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -242,18 +244,16 @@ class SearchDisplay:
                 self.on_trial(study, t)
 
     def on_trial(self, study, trial) -> None:
-        from .study import trial_status
-
         error = trial.values[0] if trial.values else None
         if error is not None and (self.best is None or error < self.best[0]):
             self.best = (error, trial.number)
-        status = trial_status(trial)
+        status = status_of(trial)
         best = f"best {self.best[0]:.4f} (trial {self.best[1]})" if self.best else ""
         self.progress.update(self.trials, advance=1, note=best)
         self.progress.reset(self.current, total=self.epochs, description="trial -")
         if not self.live:
             shown = f"{error:.4f}" if error is not None else "-"
-            console.print(f"trial {trial.number}: {status} val_error {shown} {trial.user_attrs.get('spec', '')}",
+            console.print(f"trial {trial.number}: {status} val_error {shown} {TrialRecord.from_trial(trial).spec or ''}",
                           highlight=False, soft_wrap=True)
 
 
@@ -380,9 +380,9 @@ def _print_best(study, top: int) -> None:
     table = Table("rank", "trial", "val error", "params", "MACs", "epochs", "spec", title=f"best of {study.study_name}")
     table.columns[-1].overflow = "fold"
     for rank, t in enumerate(ranked_trials(study)[:top], start=1):
-        table.add_row(str(rank), str(t.number), f"{t.values[0]:.4f}", f"{t.user_attrs.get('params', 0):,}",
-                      _si(t.user_attrs.get("macs", 0)), str(t.user_attrs.get("epochs", "")),
-                      t.user_attrs.get("spec", ""))
+        r = TrialRecord.from_trial(t)
+        table.add_row(str(rank), str(t.number), f"{t.values[0]:.4f}", f"{r.params or 0:,}", _si(r.macs or 0),
+                      "" if r.epochs is None else str(r.epochs), r.spec or "")
     console.print(table)
 
 
@@ -446,10 +446,9 @@ def best(storage: str | None, study_name: str | None, top: int, as_json: bool) -
     if not as_json:
         _print_best(study, top)
         return
-    rows = [dict(rank=i, trial=t.number, values=t.values, spec=t.user_attrs.get("spec"),
-                 timm=t.user_attrs.get("timm"), params=t.user_attrs.get("params"), macs=t.user_attrs.get("macs"),
-                 epochs=t.user_attrs.get("epochs"), params_suggested=t.params)
-            for i, t in enumerate(ranked_trials(study)[:top], start=1)]
+    records = [(t, TrialRecord.from_trial(t)) for t in ranked_trials(study)[:top]]
+    rows = [dict(rank=i, trial=t.number, values=t.values, spec=r.spec, timm=r.timm, params=r.params, macs=r.macs,
+                 epochs=r.epochs, params_suggested=t.params) for i, (t, r) in enumerate(records, start=1)]
     click.echo(json.dumps(dict(study=study.study_name, directions=[d.name.lower() for d in study.directions],
                                trials=rows), indent=2))
 

@@ -29,11 +29,17 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+import torch
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 from optuna.trial import TrialState
 
 from .data import load_data
 from .export import export
-from .space import Space
+from .network import build
+from .probe import probe
+from .record import (ARTIFACT_FILES, INTERRUPTED, Status, StudyRecord, TrialRecord, duplicate_reason, error_reason,
+                     probe_reason, pruned_reason, status_of, trained)
+from .space import Space, load_space
 from .train import CHECKPOINT, RECIPES, Recipe, StopTraining, checkpoint_epoch, train
 
 DEFAULT_STORAGE = "sqlite:///resnas.db"
@@ -200,14 +206,14 @@ def open_study(search: Search) -> optuna.Study:
         raise StudyError(f"study {search.name}: {_first_line(e)}") from None
     # a process that resumes the study, or searches it beside others, must not redraw their candidates
     study.sampler = make_sampler(space, seed + SEED_STRIDE * search.worker + joined)
-    made_from = study.user_attrs.get("space")
-    if made_from is None:
-        for key, value in study_attrs(search).items():
+    made = StudyRecord.from_study(study)
+    if made.space is None:
+        for key, value in study_record(search).to_user_attrs().items():
             study.set_user_attr(key, value)
         with _quiet():  # the dashboard's axes say val_error, not "Objective 0"
             study.set_metric_names(list(space.objectives))
-    elif made_from != space.name or study.user_attrs.get("dataset") != dataset_of(search):
-        raise StudyError(f"study {search.name}: made from space {made_from} on {study.user_attrs.get('dataset')}; "
+    elif made.space != space.name or made.dataset != dataset_of(search):
+        raise StudyError(f"study {search.name}: made from space {made.space} on {made.dataset}; "
                          f"give --study NEW_NAME to search {space.name} on {dataset_of(search)}")
     return study
 
@@ -216,10 +222,10 @@ def dataset_of(search: Search) -> str:
     return search.dataset or search.space.dataset
 
 
-def study_attrs(search: Search) -> dict[str, Any]:
-    return dict(space=search.space.name, space_file=search.space.source, dataset=dataset_of(search),
-                objectives=list(search.space.objectives), max_epochs=search.max_epochs,
-                recipe=dict(search.space.recipe), seed=search_seed(search))
+def study_record(search: Search) -> StudyRecord:
+    return StudyRecord(space=search.space.name, space_file=search.space.source, dataset=dataset_of(search),
+                       objectives=list(search.space.objectives), max_epochs=search.max_epochs,
+                       recipe=dict(search.space.recipe), seed=search_seed(search))
 
 
 def prepare(study: optuna.Study, space: Space, points: list[dict[str, Any]] | None = None) -> None:
@@ -247,12 +253,14 @@ def enqueue_retries(study: optuna.Study) -> int:
     """Enqueue again, once, the candidates a Ctrl-C interrupted (heartbeat-stale trials are retried by
     Optuna's RetryHeartbeatStaleTrialCallback); each resumes from its epoch checkpoint."""
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials}
-    todo = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("reason") == "interrupted"
+    records = {t.number: TrialRecord.from_trial(t) for t in trials}
+    retried = {r.retry_of for r in records.values()}
+    todo = [t for t in trials if t.state == TrialState.FAIL and records[t.number].reason == INTERRUPTED
             and t.number not in retried]
     for t in todo:
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number,
-                                                  "checkpoint_of": t.user_attrs.get("checkpoint_of", t.number)},
+        first = records[t.number].checkpoint_of
+        retry = TrialRecord(retry_of=t.number, checkpoint_of=t.number if first is None else first)
+        study.enqueue_trial(t.params, user_attrs=retry.to_user_attrs("retry_of", "checkpoint_of"),
                             skip_if_exists=False)
     return len(todo)
 
@@ -280,8 +288,6 @@ def artifact_root(url: str) -> Path:
 
 def artifact_store(url: str):
     """A file-system artifact store beside an SQLite database or journal file (or in ./resnas-artifacts)."""
-    from optuna.artifacts import FileSystemArtifactStore
-
     root = artifact_root(url)
     root.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(root))
@@ -289,88 +295,60 @@ def artifact_store(url: str):
 
 # ---- the objective ------------------------------------------------------------------------------
 class Objective:
-    """Trains the candidate a trial suggests and records what the dashboard shows."""
+    """One trial in named steps: suggest -> twin? -> probe -> train -> record -> keep weights.
 
-    def __init__(self, search: Search, data, store):
-        self.search, self.data, self.store = search, data, store
-        self.real_trial: optuna.Trial | None = None  # set when __call__ gets a TorchDistributedTrial
-        self.distributed = False  # under accelerate launch: every rank gets a TorchDistributedTrial
+    ``store`` is the artifact store for the top-k weights (None: keep none, as on the ranks of a
+    distributed run other than the main one); ``distributed``: every rank gets a TorchDistributedTrial.
+    """
+
+    def __init__(self, search: Search, data, store=None, distributed: bool = False):
+        self.search, self.data, self.store, self.distributed = search, data, store, distributed
         self.recipe = search_recipe(data.name, search.space.recipe, search.max_epochs)
         self.seed = search_seed(search)
         self.probe_batch = None  # one validation batch, taken by the first probe
 
-    def __call__(self, trial: optuna.Trial):
+    def __call__(self, trial: optuna.Trial, real_trial: optuna.Trial | None = None):
+        """``real_trial``: the Optuna trial behind a TorchDistributedTrial (main process only)."""
         try:
-            return self._run(trial)
+            return self._run(trial, real_trial)
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:  # Ctrl-C: Optuna marks the trial FAIL; the next run retries it
-            trial.set_user_attr("status", "failed")
-            trial.set_user_attr("reason", "interrupted")
+            TrialRecord(status=Status.FAILED, reason=INTERRUPTED).save(trial, "status", "reason")
             raise
         except Exception as e:  # recorded with its reason; the search goes on (study.optimize catch)
-            if trial.user_attrs.get("status") in (None, "running"):
-                trial.set_user_attr("status", "failed")
-                trial.set_user_attr("reason", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])
+            if TrialRecord.from_trial(trial).status in (None, Status.RUNNING):
+                TrialRecord(status=Status.FAILED, reason=error_reason(e)).save(trial, "status", "reason")
             raise
 
-    def _run(self, trial: optuna.Trial):
-        space, data = self.search.space, self.data
+    def _run(self, trial: optuna.Trial, real_trial: optuna.Trial | None):
+        record = TrialRecord.from_trial(trial)  # a retry starts from the attributes it was given
+        spec = self.suggest(trial, record)
+        if not self.distributed and (twin := self._completed_twin(trial, str(spec))) is not None:
+            return self.repeat(trial, record, twin)
+        record.status = Status.RUNNING
+        record.save(trial, "status")
+        self.probe(trial, record, spec)
+        result = self.train(trial, record, spec)
+        error = self.record(trial, record, result)
+        values = [error] + [float(getattr(result, o)) for o in self.search.space.objectives[1:]]
+        owner = real_trial if real_trial is not None else trial
+        if result.status == Status.OK and self.store is not None and isinstance(owner, optuna.Trial):
+            self.keep_weights(owner, result.model, error)
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def suggest(self, trial: optuna.Trial, record: TrialRecord):
+        """The trial's candidate from the space, recorded with the timm call that rebuilds it."""
+        data, space = self.data, self.search.space
         spec = space.suggest(trial, in_chans=data.input_size[0], num_classes=data.num_classes)
         if self.distributed:  # TorchDistributedTrial hands suggested floats over as float32; its params are exact
             spec = space.suggest(optuna.trial.FixedTrial(trial.params), in_chans=data.input_size[0],
                                  num_classes=data.num_classes)
-        trial.set_user_attr("spec", str(spec))
-        trial.set_user_attr("timm", f"timm.create_model('resnas_spec', spec='{spec}')")
-        trial.set_user_attr("device", self.search.device or ("cuda" if _cuda() else "cpu"))
-        if not self.distributed and (twin := self._completed_twin(trial, str(spec))) is not None:
-            return self._repeat(trial, twin)
-        trial.set_user_attr("status", "running")
-        self._probe(trial, spec)
-
-        single = len(space.objectives) == 1  # Optuna reports and prunes single-objective trials only
-
-        def on_epoch(report):
-            if single:
-                trial.report(report.val_error, report.epoch)
-            trial.set_user_attr("val_error", _history(trial, "val_error", report.val_error))
-            trial.set_user_attr("train_loss", _history(trial, "train_loss", report.train_loss))
-            trial.set_user_attr("epoch_seconds", _history(trial, "epoch_seconds", round(report.seconds, 3)))
-            if self.search.on_epoch is not None:
-                self.search.on_epoch(trial.number, report)
-            last = report.epoch == self.search.max_epochs  # a fully trained candidate completes
-            if single and not last and trial.should_prune():
-                raise StopTraining(f"pruned by {space.pruner} at epoch {report.epoch}", status="pruned")
-
-        # the first trial of a retry chain (retries copy its user attrs): twins running at once keep apart
-        run = trial.user_attrs.get("checkpoint_of", trial.number)
-        trial.set_user_attr("checkpoint_of", run)
-        checkpoints = checkpoint_dir(self.search, spec, run)
-        resumed = checkpoint_epoch(checkpoints / CHECKPOINT)
-        if resumed:
-            trial.set_user_attr("resumed_from_epoch", resumed)
-        # the seed follows the design, so a retried trial resumes the same run from its checkpoint;
-        # recorded, so that export retrains exactly this run
-        seed = design_seed(self.seed, spec)
-        trial.set_user_attr("seed", seed)
-        result = train(spec, data, self.search.max_epochs, self.recipe, seed=seed, on_epoch=on_epoch,
-                       checkpoint_dir=checkpoints)
-        shutil.rmtree(checkpoints, ignore_errors=True)  # finished: only a crash leaves one to resume
-        for key in ("status", "reason", "params", "macs", "epochs"):
-            trial.set_user_attr(key, getattr(result, key))
-        trial.set_user_attr("seconds", round(result.seconds, 3))
-        if result.status == "pruned":
-            raise optuna.TrialPruned(result.reason)
-        if result.status == "oom":
-            raise CandidateFailed(result.reason)  # status "oom" is already recorded
-        # a diverged candidate is a result, not a crash: the paper's "fail" rows, at chance error
-        error = result.val_error[-1] if result.status == "ok" else 1.0 - 1.0 / data.num_classes
-        values = [error] + [float(getattr(result, o)) for o in space.objectives[1:]]
-        owner = self.real_trial if self.real_trial is not None else trial
-        if result.status == "ok" and self.store is not None and isinstance(owner, optuna.Trial) \
-                and self._ranks_top(owner, error):
-            self._keep_weights(owner, result.model, spec)
-        return values[0] if len(values) == 1 else tuple(values)
+        record.spec = str(spec)
+        record.timm = f"timm.create_model('resnas_spec', spec='{spec}')"
+        record.device = self.search.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        record.save(trial, "spec", "timm", "device")
+        return spec
 
     @staticmethod
     def _completed_twin(trial: optuna.Trial, spec: str) -> optuna.trial.FrozenTrial | None:
@@ -380,55 +358,99 @@ class Objective:
                 return done
         return None
 
-    def _repeat(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial):
+    def repeat(self, trial: optuna.Trial, record: TrialRecord, twin: optuna.trial.FrozenTrial):
         """Record the twin's result instead of training the design again (samplers redraw small spaces)."""
-        trial.set_user_attr("duplicate_of", twin.number)
-        trial.set_user_attr("status", "duplicate")
-        trial.set_user_attr("reason", f"same design as trial {twin.number}: its result, not retrained")
-        trial.set_user_attr("epochs", 0)
-        for key in ("params", "macs", "probe_gain"):
-            if key in twin.user_attrs:
-                trial.set_user_attr(key, twin.user_attrs[key])
+        record.duplicate_of, record.status = twin.number, Status.DUPLICATE
+        record.reason, record.epochs = duplicate_reason(twin.number), 0
+        record.save(trial, "duplicate_of", "status", "reason", "epochs")
+        twin_record = TrialRecord.from_trial(twin)
+        record.params, record.macs, record.probe_gain = twin_record.params, twin_record.macs, twin_record.probe_gain
+        record.save(trial, "params", "macs", "probe_gain")  # those the twin has
         return twin.values[0] if len(twin.values) == 1 else tuple(twin.values)
 
-    def _probe(self, trial: optuna.Trial, spec) -> None:
+    def probe(self, trial: optuna.Trial, record: TrialRecord, spec) -> None:
         """The gradient at initialization (resnas.probe, Eq. 5) on every trial; past ``probe_max_gain``
         the candidate is pruned before training: the paper's "fail" designs cost seconds."""
-        import torch
-
-        from .network import build
-        from .probe import probe
-
         if self.probe_batch is None:
             self.probe_batch = next(iter(self.data.loader("val", PROBE_BATCH)))
-        device = "cuda" if _cuda() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         torch.manual_seed(self.seed)
         result = probe(build(spec).to(device), *self.probe_batch, seed=self.seed)
-        trial.set_user_attr("probe_gain", round(result.gain, 4))
-        trial.set_user_attr("probe_slope", round(result.slope, 5))
-        trial.set_user_attr("probe_shortcut_term", result.shortcut_term)
-        trial.set_user_attr("probe_grad_norms", [float(f"{g:.4g}") for g in result.grad_norms])
+        record.probe_gain, record.probe_slope = round(result.gain, 4), round(result.slope, 5)
+        record.probe_shortcut_term = result.shortcut_term
+        record.probe_grad_norms = [float(f"{g:.4g}") for g in result.grad_norms]
+        record.save(trial, "probe_gain", "probe_slope", "probe_shortcut_term", "probe_grad_norms")
         limit = self.search.probe_max_gain
         if limit is not None and not abs(result.gain) <= limit:
-            reason = f"probe: |gain| {abs(result.gain):.2f} > {limit:g}"
-            trial.set_user_attr("status", "pruned")
-            trial.set_user_attr("reason", reason)
-            raise optuna.TrialPruned(reason)
+            record.status, record.reason = Status.PRUNED, probe_reason(result.gain, limit)
+            record.save(trial, "status", "reason")
+            raise optuna.TrialPruned(record.reason)
+
+    def train(self, trial: optuna.Trial, record: TrialRecord, spec):
+        """Train the candidate from its epoch checkpoint (if a crash left one), reporting every epoch."""
+        space = self.search.space
+        single = len(space.objectives) == 1  # Optuna reports and prunes single-objective trials only
+
+        def on_epoch(report):
+            if single:
+                trial.report(report.val_error, report.epoch)
+            record.val_error.append(report.val_error)
+            record.train_loss.append(report.train_loss)
+            record.epoch_seconds.append(round(report.seconds, 3))
+            record.save(trial, "val_error", "train_loss", "epoch_seconds")
+            if self.search.on_epoch is not None:
+                self.search.on_epoch(trial.number, report)
+            last = report.epoch == self.search.max_epochs  # a fully trained candidate completes
+            if single and not last and trial.should_prune():
+                raise StopTraining(pruned_reason(space.pruner, report.epoch), status=Status.PRUNED.value)
+
+        # the first trial of a retry chain (retries copy its user attrs): twins running at once keep apart
+        if record.checkpoint_of is None:
+            record.checkpoint_of = trial.number
+        record.save(trial, "checkpoint_of")
+        checkpoints = checkpoint_dir(self.search, spec, record.checkpoint_of)
+        resumed = checkpoint_epoch(checkpoints / CHECKPOINT)
+        if resumed:
+            record.resumed_from_epoch = resumed
+            record.save(trial, "resumed_from_epoch")
+        # the seed follows the design, so a retried trial resumes the same run from its checkpoint;
+        # recorded, so that export retrains exactly this run
+        record.seed = design_seed(self.seed, spec)
+        record.save(trial, "seed")
+        result = train(spec, self.data, self.search.max_epochs, self.recipe, seed=record.seed, on_epoch=on_epoch,
+                       checkpoint_dir=checkpoints)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # finished: only a crash leaves one to resume
+        return result
+
+    def record(self, trial: optuna.Trial, record: TrialRecord, result) -> float:
+        """The training's outcome on the trial; its error (chance for a diverged candidate)."""
+        record.status = Status(result.status)
+        record.reason, record.params, record.macs, record.epochs = result.reason, result.params, result.macs, \
+            result.epochs
+        record.seconds = round(result.seconds, 3)
+        record.save(trial, "status", "reason", "params", "macs", "epochs", "seconds")
+        if result.status == Status.PRUNED:
+            raise optuna.TrialPruned(result.reason)
+        if result.status == Status.OOM:
+            raise CandidateFailed(result.reason)  # status "oom" is already recorded
+        # a diverged candidate is a result, not a crash: the paper's "fail" rows, at chance error
+        return result.val_error[-1] if result.status == Status.OK else 1.0 - 1.0 / self.data.num_classes
+
+    def keep_weights(self, trial: optuna.Trial, model, error: float) -> None:
+        """Upload the weights of a trial that ranks among the best WEIGHTS_TOP_K."""
+        if not self._ranks_top(trial, error):
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = export(model, tmp, **self.data.pretrained_cfg())
+            for name in ARTIFACT_FILES:
+                artifact_id = upload_artifact(artifact_store=self.store, file_path=str(folder / name),
+                                              study_or_trial=trial)
+                TrialRecord(artifacts={name: artifact_id}).save(trial, "artifacts")
 
     def _ranks_top(self, trial: optuna.Trial, error: float) -> bool:
         done = sorted(t.values[0] for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                       if trained(t))
         return len(done) < WEIGHTS_TOP_K or error < done[WEIGHTS_TOP_K - 1]
-
-    def _keep_weights(self, trial: optuna.Trial, model, spec) -> None:
-        from optuna.artifacts import upload_artifact
-
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = export(model, tmp, **self.data.pretrained_cfg())
-            for name in ("model.safetensors", "config.json"):
-                artifact_id = upload_artifact(artifact_store=self.store, file_path=str(folder / name),
-                                              study_or_trial=trial)
-                trial.set_user_attr(f"artifact:{name}", artifact_id)
 
 
 class CandidateFailed(RuntimeError):
@@ -436,21 +458,8 @@ class CandidateFailed(RuntimeError):
 
 
 def trial_status(trial: optuna.trial.FrozenTrial) -> str:
-    """ok / pruned / diverged / oom / failed / interrupted / duplicate, or "lost" for a worker that died."""
-    status = trial.user_attrs.get("status")
-    if trial.state == TrialState.FAIL and status in (None, "running"):
-        return "lost"  # failed by the heartbeat check, then retried
-    return status or trial.state.name.lower()
-
-
-def _history(trial: optuna.Trial, key: str, value: float) -> list[float]:
-    return [*trial.user_attrs.get(key, []), value]
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    """ok / pruned / diverged / oom / failed / duplicate (resnas.record.Status), or "lost" for a worker that died."""
+    return status_of(trial)
 
 
 def search_recipe(dataset: str, overrides: dict[str, Any], max_epochs: int) -> Recipe:
@@ -605,30 +614,26 @@ def _worker(search: Search, device: str, threads: int) -> None:
 
 def write_note(study: optuna.Study, space: Space, top: int = 5) -> None:
     """The study's Markdown note in optuna-dashboard: the space and its best designs."""
-    from optuna_dashboard import save_note
+    from optuna_dashboard import save_note  # deferred: a web server's dependencies, needed only here
 
     trials = study.get_trials(deepcopy=False)
     counts = {}
     for t in trials:
-        status = trial_status(t)
+        status = str(status_of(t))
         counts[status] = counts.get(status, 0) + 1
+    made = StudyRecord.from_study(study)
     lines = [f"# {space.name}", "", space.description, "",
-             f"Data set **{study.user_attrs.get('dataset')}**, up to {study.user_attrs.get('max_epochs')} epochs "
+             f"Data set **{made.dataset}**, up to {made.max_epochs} epochs "
              f"per candidate, sampler {space.sampler}, pruner {space.pruner}.", "",
              "Trials: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), "",
              "| rank | trial | val error | params | spec |", "|---|---|---|---|---|"]
     for rank, t in enumerate(ranked_trials(study)[:top], start=1):
-        lines.append(f"| {rank} | {t.number} | {t.values[0]:.4f} | {t.user_attrs.get('params', 0):,} | "
-                     f"`{t.user_attrs.get('spec', '')}` |")
+        record = TrialRecord.from_trial(t)
+        lines.append(f"| {rank} | {t.number} | {t.values[0]:.4f} | {record.params or 0:,} | `{record.spec or ''}` |")
     best = ranked_trials(study)[:1]
     if best:
-        lines += ["", "Rebuild the best design:", "", f"    {best[0].user_attrs.get('timm', '')}"]
+        lines += ["", "Rebuild the best design:", "", f"    {TrialRecord.from_trial(best[0]).timm or ''}"]
     save_note(study, "\n".join(lines) + "\n")
-
-
-def trained(trial: optuna.trial.FrozenTrial) -> bool:
-    """False for a trial that took the result of a completed twin instead of training its design."""
-    return "duplicate_of" not in trial.user_attrs
 
 
 def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -654,8 +659,9 @@ def export_trial(study: optuna.Study, url: str, number: int | None, output: str 
         if number not in trials:
             raise StudyError(f"trial: {number} is not in study {study.study_name} (0 .. {len(trials) - 1})")
         trial = trials[number]
-        if trial.state != TrialState.COMPLETE or trial.user_attrs.get("status") != "ok":
-            raise StudyError(f"trial: {number} did not complete ({trial.user_attrs.get('status', trial.state.name)})")
+        status = TrialRecord.from_trial(trial).status
+        if trial.state != TrialState.COMPLETE or status != Status.OK:
+            raise StudyError(f"trial: {number} did not complete ({trial.state.name if status is None else status})")
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise StudyError(f"output: {output} exists and is not empty; choose a new folder")
@@ -673,18 +679,16 @@ def export_trial(study: optuna.Study, url: str, number: int | None, output: str 
 
 def _fill_export(study: optuna.Study, url: str, trial, folder: Path, data_dir: str | None) -> str:
     """The trial's own weights from its artifacts, or a retraining when it kept none."""
-    from optuna.artifacts import download_artifact
-
-    ids = {n: trial.user_attrs.get(f"artifact:{n}") for n in ("model.safetensors", "config.json")}
-    if all(ids.values()):
+    record, made = TrialRecord.from_trial(trial), StudyRecord.from_study(study)
+    if record.kept_weights:
         store = artifact_store(url)
-        for name, artifact_id in ids.items():
-            download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(folder / name))
+        for name in ARTIFACT_FILES:
+            download_artifact(artifact_store=store, artifact_id=record.artifacts[name], file_path=str(folder / name))
         return f"trial {trial.number}'s own weights"
-    data = load_data(study.user_attrs.get("dataset", "digits"), data_dir)
-    epochs = int(study.user_attrs.get("max_epochs") or trial.user_attrs.get("epochs") or 1)
-    recipe = search_recipe(data.name, study.user_attrs.get("recipe", {}), epochs)
-    result = train(trial.user_attrs["spec"], data, epochs, recipe, seed=_training_seed(study, trial))
+    data = load_data(made.dataset or "digits", data_dir)
+    epochs = int(made.max_epochs or record.epochs or 1)
+    recipe = search_recipe(data.name, made.recipe or {}, epochs)
+    result = train(record.spec, data, epochs, recipe, seed=_training_seed(study, trial))
     export(result.model, folder, **data.pretrained_cfg())
     return f"retrained for {epochs} epochs: trial {trial.number} kept no weights"
 
@@ -692,14 +696,13 @@ def _fill_export(study: optuna.Study, url: str, trial, folder: Path, data_dir: s
 def _training_seed(study: optuna.Study, trial) -> int:
     """The seed the search trained ``trial`` with: its record; for trials that predate the record, the
     design seed of the study's seed, else of its space file's seed, else of 0 (``Space.seed``'s default)."""
-    if "seed" in trial.user_attrs:
-        return int(trial.user_attrs["seed"])
-    seed = study.user_attrs.get("seed")
+    record, made = TrialRecord.from_trial(trial), StudyRecord.from_study(study)
+    if record.seed is not None:
+        return int(record.seed)
+    seed = made.seed
     if seed is None:
-        from .space import load_space
-
         try:
-            seed = load_space(study.user_attrs["space_file"]).seed
+            seed = load_space(made.space_file).seed
         except Exception:  # no space file recorded, or it is gone
             seed = 0
-    return design_seed(int(seed), trial.user_attrs["spec"])
+    return design_seed(int(seed), record.spec)
