@@ -50,7 +50,8 @@ from resnas.probe import probe, reference
 from resnas.space import KIND_PARAMS, Space, load_space
 from resnas.spec import ArchSpec
 from resnas.record import TrialRecord
-from resnas.study import PROBE_BATCH, Search, ranked_trials, run_search
+from resnas.objective import PROBE_BATCH
+from resnas.search import ranked_trials, run_search, Search
 
 TABLE1_ROWS = """\
     identity: {}
@@ -143,7 +144,7 @@ def compare(grid: Run, hb: Run) -> Outcome:
 
 def rung_correlations(grid: Run, rungs: list[int]) -> dict[int, float]:
     """Spearman correlation over the grid's designs of the val error at each rung with the final value."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # deferred: scikit-learn's dependency, needed by this report only
 
     final = [v for _, _, v, _, _ in grid.trials]
     return {k: float(spearmanr([h[k - 1] for _, _, _, h, _ in grid.trials], final).statistic) for k in rungs}

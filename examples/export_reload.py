@@ -24,7 +24,8 @@ import resnas
 from resnas.data import load_data
 from resnas.record import StudyRecord
 from resnas.space import load_space
-from resnas.study import Search, StudyError, export_trial, open_storage, ranked_trials, run_search
+from resnas.search import export_trial, ranked_trials, run_search, Search
+from resnas.storage import open_storage, StudyError
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ import resnas  # noqa: F401  (importing resnas registers its networks with timm)
 from resnas.data import load_data
 from resnas.space import load_space
 from resnas.record import StudyRecord, TrialRecord, status_of
-from resnas.study import Search, ranked_trials, run_search
+from resnas.search import ranked_trials, run_search, Search
 
 
 def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

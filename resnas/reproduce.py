@@ -26,7 +26,7 @@ from .data import load_data
 from .probe import probe
 from .space import KIND_PARAMS, Space, load_space
 from .spec import CONVS_PER_UNIT, ArchSpec
-from .study import Search, run_search
+from .search import run_search, Search
 
 FAIL = 0.20  # the paper's "fail": test error above 20%
 PAPER_EPOCHS = 164

@@ -1,8 +1,12 @@
 """The trial record: stored keys and values as every earlier resnas wrote them."""
 
+import doctest
+
 import optuna
 import pytest
 
+import resnas.record
+import resnas.storage
 from resnas import train
 from resnas.record import ARTIFACT_FILES, Status, StudyRecord, TrialRecord, status_of
 
@@ -48,3 +52,7 @@ def test_save_writes_only_the_named_fields_that_are_set(names, attrs):
     trial = study.ask()
     TrialRecord(status=Status.FAILED, spec="x").save(trial, *names)
     assert trial.user_attrs == attrs
+
+
+def test_docstring_examples_run():
+    assert doctest.testmod(resnas.record).failed == 0 and doctest.testmod(resnas.storage).failed == 0
