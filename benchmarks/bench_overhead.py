@@ -1,6 +1,6 @@
 """Time per trial outside training (storage, sampler, probe, build, logging, artifacts) per Optuna storage.
 
-Each run is a real ``resnas.study.run_search``, the code path of ``resnas search``: TPE sampler,
+Each run is a real ``resnas.search.run_search``, the code path of ``resnas search``: TPE sampler,
 Hyperband pruner, the probe of every candidate, per-epoch reports and user attributes, epoch
 checkpoints, the top-3 weights as artifacts and the study's note, on digits with a tiny candidate
 (ResNet-8, widths 4-8-16). Storages: SQLite, journal file, and PostgreSQL (``--postgres URL`` or
@@ -38,8 +38,10 @@ from pathlib import Path
 import optuna
 import torch
 
-import resnas.study as rs
+import resnas.objective as ro
+import resnas.search as rs
 import resnas.train as rt
+from resnas.record import TrialRecord
 from resnas.space import parse_space
 
 GOAL = 0.5  # seconds of overhead per trial
@@ -197,11 +199,11 @@ def instrumented(meter: Meter):
     patch(rs, "make_pruner", make_pruner)
     for name, key in (("load_data", "load data"), ("prepare", "prepare"), ("write_note", "note")):
         patch(rs, name, meter.span(getattr(rs, name), key))
-    timed(rs, "train", "trainer setup")
+    timed(ro, "train", "trainer setup")
     for name, part in (("train_epoch", "epochs"), ("evaluate", "epochs"), ("save_checkpoint", "checkpoints")):
         timed(rt, name, part)
-    for name, part in (("_run", "objective"), ("_probe", "probe"), ("_ranks_top", "weights"),
-                       ("_keep_weights", "weights")):
+    for name, part in (("_run", "objective"), ("probe", "probe"), ("_ranks_top", "weights"),
+                       ("keep_weights", "weights")):
         timed(rs.Objective, name, part)
     gc.callbacks.append(meter.on_gc)
     try:
@@ -220,7 +222,7 @@ def run_once(meter: Meter, space, url: str, study: str, trials: int, seed: int) 
         now, snap = time.perf_counter(), meter.snapshot()
         diff = {kind: {k: v - last["snap"][kind].get(k, 0) for k, v in values.items()} for kind, values in snap.items()}
         records.append(dict(wall=now - last["time"], parts=diff["totals"], calls=diff["calls"], detail=diff["detail"],
-                            state=frozen.state.name, seconds=frozen.user_attrs.get("seconds")))
+                            state=frozen.state.name, seconds=TrialRecord.from_trial(frozen).seconds))
         last.update(time=now, snap=snap)
 
     original_optimize = optuna.Study.optimize
@@ -308,7 +310,7 @@ def main() -> None:
 
 
 def report(args, runs: dict[str, list[dict]], skipped: dict[str, str]) -> None:
-    print(f"overhead per trial: resnas.study.run_search on digits, ResNet-8 widths 4-8-16, TPE + Hyperband, "
+    print(f"overhead per trial: resnas.search.run_search on digits, ResNet-8 widths 4-8-16, TPE + Hyperband, "
           f"1-{args.epochs} epochs; {args.trials} trials x {args.rounds} rounds per storage, interleaved; "
           f"{torch.get_num_threads()} torch thread(s); medians over trials")
     print(f"{'storage':17s} {'trials':>6s} {'wall/trial':>10s} {'epochs/trial':>12s} {'overhead':>10s} "

@@ -46,10 +46,12 @@ import torch
 from optuna.trial import TrialState
 
 from resnas.data import load_data
+from resnas.objective import PROBE_BATCH
 from resnas.probe import probe, reference
+from resnas.record import TrialRecord
+from resnas.search import Search, ranked_trials, run_search
 from resnas.space import Space, load_space
 from resnas.spec import ArchSpec
-from resnas.study import PROBE_BATCH, Search, ranked_trials, run_search
 
 TABLE1_ROWS = """\
     identity: {}
@@ -99,11 +101,11 @@ def run_study(space: Space, seed: int, folder: Path, name: str, trials: int | No
     search = Search(space, storage=f"sqlite:///{folder / (name + '.db')}", study_name=name, trials=trials,
                     seed=seed, heartbeat=None, probe_max_gain=probe_max_gain)
     study = run_search(search)
-    rows = [(t.user_attrs.get("spec", ""), t.state, t.value if t.state == TrialState.COMPLETE else None,
-             list(t.user_attrs.get("val_error", [])), t.user_attrs.get("status", t.state.name.lower()))
-            for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)]
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    rows = [(r.spec or "", t.state, t.value if t.state == TrialState.COMPLETE else None, list(r.val_error),
+             str(r.status or t.state.name.lower())) for t, r in ((t, TrialRecord.from_trial(t)) for t in trials)]
     best = ranked_trials(study)
-    return Run(rows, best[0].user_attrs["spec"] if best else None, time.perf_counter() - start)
+    return Run(rows, TrialRecord.from_trial(best[0]).spec if best else None, time.perf_counter() - start)
 
 
 @dataclass
@@ -142,7 +144,7 @@ def compare(grid: Run, hb: Run) -> Outcome:
 
 def rung_correlations(grid: Run, rungs: list[int]) -> dict[int, float]:
     """Spearman correlation over the grid's designs of the val error at each rung with the final value."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # deferred: scikit-learn's dependency, needed by this report only
 
     final = [v for _, _, v, _, _ in grid.trials]
     return {k: float(spearmanr([h[k - 1] for _, _, _, h, _ in grid.trials], final).statistic) for k in rungs}

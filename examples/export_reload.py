@@ -22,8 +22,10 @@ from safetensors.torch import load_file
 
 import resnas
 from resnas.data import load_data
+from resnas.record import StudyRecord
 from resnas.space import load_space
-from resnas.study import Search, StudyError, export_trial, open_storage, ranked_trials, run_search
+from resnas.search import export_trial, ranked_trials, run_search, Search
+from resnas.storage import open_storage, StudyError
 
 
 @torch.no_grad()
@@ -71,7 +73,7 @@ def main() -> None:
           f"num_classes {model.num_classes}")
 
     # 3. Evaluate: on the validation split it gives exactly the error the study recorded for the trial.
-    data = load_data(study.user_attrs["dataset"])
+    data = load_data(StudyRecord.from_study(study).dataset)
     pred, y = predict(model, data, "val")
     print(f"val error: {(pred != y).float().mean().item():.6f} reloaded, {trial.values[0]:.6f} recorded in the study")
     test_pred, test_y = predict(model, data, "test")

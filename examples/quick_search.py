@@ -20,13 +20,14 @@ import torch
 import resnas  # noqa: F401  (importing resnas registers its networks with timm)
 from resnas.data import load_data
 from resnas.space import load_space
-from resnas.study import Search, ranked_trials, run_search, trial_status
+from resnas.record import StudyRecord, TrialRecord, status_of
+from resnas.search import ranked_trials, run_search, Search
 
 
 def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """An Optuna study callback: one line per finished trial."""
     value = f"{trial.values[0]:.4f}" if trial.values else "-"
-    print(f"trial {trial.number}: {trial_status(trial)}, val_error {value}, {trial.user_attrs.get('spec')}", flush=True)
+    print(f"trial {trial.number}: {status_of(trial)}, val_error {value}, {TrialRecord.from_trial(trial).spec}", flush=True)
 
 
 def main() -> None:
@@ -49,19 +50,19 @@ def main() -> None:
     ranked = ranked_trials(study)  # completed trials, best first (study.best_trial for one objective)
     if not ranked:
         raise SystemExit("no completed trial yet; run more trials")
-    best = ranked[0]
-    print(f"best trial {best.number}: val_error {best.values[0]:.4f} after {best.user_attrs['epochs']} epochs")
-    print(f"spec: {best.user_attrs['spec']}")
-    print(f"rebuild: {best.user_attrs['timm']}")
+    best, record = ranked[0], TrialRecord.from_trial(ranked[0])  # the trial's user attributes, typed
+    print(f"best trial {best.number}: val_error {best.values[0]:.4f} after {record.epochs} epochs")
+    print(f"spec: {record.spec}")
+    print(f"rebuild: {record.timm}")
 
     # The design as a timm model (untrained; the trial's weights: examples/export_reload.py or `resnas export`).
-    model = timm.create_model("resnas_spec", spec=best.user_attrs["spec"]).eval()
+    model = timm.create_model("resnas_spec", spec=record.spec).eval()
     params = sum(p.numel() for p in model.parameters())
-    data = load_data(study.user_attrs["dataset"])
+    data = load_data(StudyRecord.from_study(study).dataset)
     x, _ = next(iter(data.loader("val", batch_size=8)))
     with torch.no_grad():
         logits = model(x)
-    print(f"params: {params} (recorded {best.user_attrs['params']}); logits {tuple(logits.shape)} "
+    print(f"params: {params} (recorded {record.params}); logits {tuple(logits.shape)} "
           f"for a batch of {tuple(x.shape)}")
 
 

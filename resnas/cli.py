@@ -2,19 +2,59 @@
 
 from __future__ import annotations
 
-import os
+import json
 import sys
+import time
+from pathlib import Path
 
 import click
+import timm
+import torch
+from accelerate import PartialState
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from . import data as data_mod
+from . import export as export_mod
+from . import probe as probe_mod
+from . import reproduce as rep
+from . import train as train_mod
+from . import zoo
+from .data import DataError, load_data
+from .export import ExportError
+from .network import count_macs, count_params
+from .record import TrialRecord, status_of
+from .search import (
+    Search,
+    distributed,
+    export_trial,
+    finished_trials,
+    quiet_logs,
+    rank_probes,
+    ranked_trials,
+    run,
+    sample_specs,
+)
+from .space import DATASETS, SpaceError, builtin_spaces, load_space
+from .spec import ArchSpec
+from .storage import DASHBOARD, StudyError, dashboard_server, existing_storage, load_study, mask_url
 
 console = Console()
 err_console = Console(stderr=True)
 
 
-class UserError(Exception):
-    """Bad input from the user: one line on stderr, exit code 2."""
+class UserError(click.ClickException):
+    """Bad input from the user: one line on stderr, exit code 2 (never a traceback, nor usage lines)."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        err_console.print(f"error: {self.format_message()}", highlight=False, soft_wrap=True)
+
+
+# the search layers' errors, each shown as one line with exit code 2
+SEARCH_ERRORS = (SpaceError, StudyError, DataError, ExportError)
 
 
 def resolve_model(name_or_spec: str, **kwargs):
@@ -23,11 +63,6 @@ def resolve_model(name_or_spec: str, **kwargs):
     With the paper's initialization (``zero_init_last=False``): ``resnas train`` follows the paper's
     protocol, as ``resnas.build``, the search and ``resnas reproduce`` do.
     """
-    import timm
-
-    from . import zoo
-    from .spec import ArchSpec
-
     kwargs.setdefault("zero_init_last", False)
     try:
         if "=" in name_or_spec:
@@ -60,9 +95,6 @@ def models() -> None:
     Example:
       resnas models
     """
-    from . import zoo
-    from .network import count_params
-
     table = Table("name", "spec", "params", title="resnas models (timm.create_model(name))")
     table.columns[1].overflow = "fold"
     for name, spec in zoo.ZOO.items():
@@ -83,10 +115,6 @@ def summary(model: str, num_classes: int | None, in_chans: int | None, input_siz
       resnas summary preact_resnet164
       resnas summary "depth=20,unit=basic,act=original,shortcut=exclusive_gate,gate_bias=-6"
     """
-    import torch
-
-    from .network import count_macs, count_params
-
     net = resolve_model(model, num_classes=num_classes, in_chans=in_chans)
     c, h, w = net.pretrained_cfg["input_size"]
     size = (c, input_size or h, input_size or w)
@@ -146,12 +174,6 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int | Non
       resnas train --model "depth=20,act=preact" --dataset digits --epochs 30 --output digits-r20
       resnas train --model preact_resnet164 --dataset cifar10 --data-dir ~/data --output r164
     """
-    from pathlib import Path
-
-    from . import data as data_mod
-    from . import export as export_mod
-    from . import train as train_mod
-
     checkpoint = Path(output) / train_mod.CHECKPOINT
     if checkpoint.exists() and not resume:
         raise UserError(f"output: {output} holds a checkpoint; pass --resume to continue it or choose another --output")
@@ -169,8 +191,6 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int | Non
                                  mixed_precision=mixed_precision, torch_compile=compile_, test=True, progress=True)
     except ValueError as e:
         raise UserError(str(e)) from None
-    from accelerate import PartialState
-
     if not PartialState().is_main_process:  # under accelerate launch, one process reports and writes
         raise click.exceptions.Exit(0 if result.ok else 1)
     _report(result, data)
@@ -196,22 +216,10 @@ def _report(result, data) -> None:
 
 
 # ---- search ---------------------------------------------------------------------------------------
-def _search_errors():
-    """The error types of the search layers, shown as one line with exit code 2."""
-    from .data import DataError
-    from .export import ExportError
-    from .space import SpaceError
-    from .study import StudyError
-
-    return (SpaceError, StudyError, DataError, ExportError)
-
-
 class SearchDisplay:
     """Live view of a search: a trials bar, the current trial's epochs, and the best so far."""
 
     def __init__(self, total: int | None, epochs: int, live: bool):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         self.live, self.epochs, self.best, self.seen = live, epochs, None, set()
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console,
@@ -232,28 +240,23 @@ class SearchDisplay:
 
     def poll(self, study) -> None:
         """Worker processes train; the parent follows the study in the storage."""
-        from optuna.trial import TrialState
-
-        finished = [t for t in study.get_trials(deepcopy=False)
-                    if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
-        for t in finished:
+        for t in finished_trials(study):
             if t.number not in self.seen:
                 self.seen.add(t.number)
                 self.on_trial(study, t)
 
     def on_trial(self, study, trial) -> None:
-        from .study import trial_status
-
         error = trial.values[0] if trial.values else None
         if error is not None and (self.best is None or error < self.best[0]):
             self.best = (error, trial.number)
-        status = trial_status(trial)
+        status = status_of(trial)
         best = f"best {self.best[0]:.4f} (trial {self.best[1]})" if self.best else ""
         self.progress.update(self.trials, advance=1, note=best)
         self.progress.reset(self.current, total=self.epochs, description="trial -")
         if not self.live:
             shown = f"{error:.4f}" if error is not None else "-"
-            console.print(f"trial {trial.number}: {status} val_error {shown} {trial.user_attrs.get('spec', '')}",
+            spec = TrialRecord.from_trial(trial).spec or ""
+            console.print(f"trial {trial.number}: {status} val_error {shown} {spec}",
                           highlight=False, soft_wrap=True)
 
 
@@ -274,8 +277,6 @@ def spaces() -> None:
     Example:
       resnas spaces
     """
-    from .space import builtin_spaces, load_space
-
     table = Table("space", "sampler", "points / trials", "description", title="resnas search spaces")
     table.columns[3].overflow = "fold"
     for name in builtin_spaces():
@@ -320,12 +321,7 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
       resnas search --space paper_table2 --dataset cifar10 --data-dir ./data --devices cuda:0,cuda:1
       resnas search --space full --storage postgresql://user@db-host/resnas --workers 4
     """
-    import optuna
-
-    from .space import DATASETS, load_space
-    from .study import Search, mask_url, run_distributed, run_search, run_workers
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the display reports each trial and its reason
+    quiet_logs()  # the display reports each trial and its reason
 
     try:
         space = load_space(space_name)
@@ -335,19 +331,14 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
         job = Search(space, storage=storage, study_name=study_name, dataset=dataset, data_dir=data_dir,
                      trials=trials, timeout=timeout, epochs=epochs, seed=seed, heartbeat=heartbeat,
                      probe_max_gain=probe_max_gain, worker=worker_index)
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under accelerate launch / torchrun
-            study = run_distributed(job)
-            if study is None:  # not the main process
-                return
-        elif device_list:
-            with SearchDisplay(trials, job.max_epochs, live=console.is_terminal) as display:
-                study = run_workers(job, device_list, poll=display.poll)
-        else:
-            total = len(space.grid_points()) if space.sampler == "grid" else (trials or space.trials)
-            with SearchDisplay(total, job.max_epochs, live=console.is_terminal) as display:
-                job.callbacks, job.on_epoch = [display.on_trial], display.on_epoch
-                study = run_search(job)
-    except _search_errors() as e:
+        total = trials if device_list else len(space.grid_points()) if space.sampler == "grid" else \
+            (trials or space.trials)
+        with SearchDisplay(total, job.max_epochs, live=console.is_terminal and not distributed()) as display:
+            job.callbacks, job.on_epoch = [display.on_trial], display.on_epoch  # workers report through poll
+            study = run(job, device_list, poll=display.poll)  # distributed under accelerate launch / torchrun
+        if study is None:  # a distributed run's process other than the main one
+            return
+    except SEARCH_ERRORS as e:
         raise UserError(str(e)) from None
     _print_best(study, top)
     console.print(f"dashboard: resnas dashboard --storage '{mask_url(job.storage_url)}'", highlight=False,
@@ -356,8 +347,6 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
 
 def _devices(devices: str | None, workers: int | None) -> list[str]:
     """--devices cuda:0,cuda:1 or --workers N (N GPUs when there are, else N CPU processes)."""
-    import torch
-
     if devices:
         names = [d.strip() for d in devices.split(",") if d.strip()]
         count = torch.cuda.device_count()
@@ -375,14 +364,12 @@ def _devices(devices: str | None, workers: int | None) -> list[str]:
 
 
 def _print_best(study, top: int) -> None:
-    from .study import ranked_trials
-
     table = Table("rank", "trial", "val error", "params", "MACs", "epochs", "spec", title=f"best of {study.study_name}")
     table.columns[-1].overflow = "fold"
     for rank, t in enumerate(ranked_trials(study)[:top], start=1):
-        table.add_row(str(rank), str(t.number), f"{t.values[0]:.4f}", f"{t.user_attrs.get('params', 0):,}",
-                      _si(t.user_attrs.get("macs", 0)), str(t.user_attrs.get("epochs", "")),
-                      t.user_attrs.get("spec", ""))
+        r = TrialRecord.from_trial(t)
+        table.add_row(str(rank), str(t.number), f"{t.values[0]:.4f}", f"{r.params or 0:,}", _si(r.macs or 0),
+                      "" if r.epochs is None else str(r.epochs), r.spec or "")
     console.print(table)
 
 
@@ -394,35 +381,17 @@ def _si(n: float) -> str:
 
 
 def _existing_storage(storage: str | None) -> str:
-    """The storage URL to read; an SQLite or journal file must already exist (reading never creates one)."""
-    from .study import DEFAULT_STORAGE, local_file
-
-    url = storage or DEFAULT_STORAGE
-    db = local_file(url)
-    if db is not None and not db.exists():
-        raise UserError(f"storage: {db} does not exist; run resnas search first or pass --storage")
-    return url
+    try:
+        return existing_storage(storage)
+    except StudyError as e:
+        raise UserError(str(e)) from None
 
 
 def _load_study(storage: str | None, study_name: str | None):
-    import optuna
-
-    from .study import StudyError, mask_url, open_storage
-
-    url = _existing_storage(storage)
     try:
-        store = open_storage(url)
-        names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+        return load_study(storage, study_name)
     except StudyError as e:
         raise UserError(str(e)) from None
-    if study_name is None:
-        if len(names) != 1:
-            raise UserError(f"study: {len(names)} studies in {mask_url(url)}; pick one with --study: "
-                            f"{', '.join(names)}")
-        study_name = names[0]
-    if study_name not in names:
-        raise UserError(f"study: {study_name!r} not in {mask_url(url)}; allowed: {', '.join(names) or '(none)'}")
-    return optuna.load_study(study_name=study_name, storage=store), url
 
 
 @cli.command()
@@ -438,18 +407,13 @@ def best(storage: str | None, study_name: str | None, top: int, as_json: bool) -
       resnas best --top 5
       resnas best --storage sqlite:///resnas.db --study default --json
     """
-    import json
-
-    from .study import ranked_trials
-
     study, _ = _load_study(storage, study_name)
     if not as_json:
         _print_best(study, top)
         return
-    rows = [dict(rank=i, trial=t.number, values=t.values, spec=t.user_attrs.get("spec"),
-                 timm=t.user_attrs.get("timm"), params=t.user_attrs.get("params"), macs=t.user_attrs.get("macs"),
-                 epochs=t.user_attrs.get("epochs"), params_suggested=t.params)
-            for i, t in enumerate(ranked_trials(study)[:top], start=1)]
+    records = [(t, TrialRecord.from_trial(t)) for t in ranked_trials(study)[:top]]
+    rows = [dict(rank=i, trial=t.number, values=t.values, spec=r.spec, timm=r.timm, params=r.params, macs=r.macs,
+                 epochs=r.epochs, params_suggested=t.params) for i, (t, r) in enumerate(records, start=1)]
     click.echo(json.dumps(dict(study=study.study_name, directions=[d.name.lower() for d in study.directions],
                                trials=rows), indent=2))
 
@@ -472,12 +436,10 @@ def export_cmd(storage: str | None, study_name: str | None, number: int | None, 
       resnas export --output best-net
       python -c "import timm, resnas; timm.create_model('local-dir:best-net', pretrained=True)"
     """
-    from .study import export_trial
-
     study, url = _load_study(storage, study_name)
     try:
         folder, how = export_trial(study, url, number, output, data_dir)
-    except _search_errors() as e:
+    except SEARCH_ERRORS as e:
         raise UserError(str(e)) from None
     console.print(f"wrote {folder} ({how}); load it with timm.create_model('local-dir:{folder}', pretrained=True)",
                   highlight=False, soft_wrap=True)
@@ -488,34 +450,23 @@ def export_cmd(storage: str | None, study_name: str | None, number: int | None, 
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless you say).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 def dashboard(storage: str | None, host: str, port: int) -> None:
-    """Serve optuna-dashboard for a storage and its artifacts.
+    """Serve the Optuna dashboard for a storage and its artifacts.
 
     \b
     Example:
       resnas dashboard --storage sqlite:///resnas.db --port 8080
     """
     try:
-        from optuna_dashboard import run_server
-    except ImportError:
-        raise UserError("dashboard: optuna-dashboard is not installed; pip install 'resnas[dashboard]'") from None
-    from .study import JOURNAL, StudyError, artifact_store, mask_url, open_storage
-
-    url = _existing_storage(storage)
-    store = artifact_store(url)
-    try:  # optuna-dashboard takes RDB URLs itself; a journal is handed over opened
-        served = open_storage(url) if url.startswith(JOURNAL) else url
+        serve = dashboard_server(_existing_storage(storage))
     except StudyError as e:
         raise UserError(str(e)) from None
-    console.print(f"optuna-dashboard on http://{host}:{port} for {mask_url(url)}", highlight=False, soft_wrap=True)
-    run_server(served, host=host, port=port, artifact_store=store)
+    console.print(f"{DASHBOARD} on http://{host}:{port} for {mask_url(serve.url)}", highlight=False, soft_wrap=True)
+    serve(host=host, port=port)
 
 
 # ---- probe and reproduce --------------------------------------------------------------------------
 def _probe_specs(names: tuple[str, ...], space_name: str | None, samples: int, **fixed) -> list:
     """The specs to probe: names or spec strings, plus every grid point of a space (or a sample of it)."""
-    from . import zoo
-    from .spec import ArchSpec
-
     specs = []
     try:
         for name in names:
@@ -525,25 +476,12 @@ def _probe_specs(names: tuple[str, ...], space_name: str | None, samples: int, *
                                 "such as 'depth=20,act=preact'")
             specs.append(spec.replace(**fixed))
         if space_name is not None:
-            specs += _space_specs(space_name, samples, **fixed)
+            specs += sample_specs(load_space(space_name), samples, **fixed)
     except ValueError as e:
         raise UserError(str(e)) from None
     if not specs:
         raise UserError("probe: give one or more specs (or registered names), or --space NAME|FILE")
     return list({str(s): s for s in specs}.values())
-
-
-def _space_specs(space_name: str, samples: int, **fixed) -> list:
-    """A grid space's points, or up to ``samples`` distinct specs drawn at random from another space."""
-    import optuna
-
-    from .space import load_space
-
-    space = load_space(space_name)
-    if space.sampler == "grid":
-        return space.specs(**fixed)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=space.seed))
-    return list({str(s): s for s in (space.suggest(study.ask(), **fixed) for _ in range(samples))}.values())
 
 
 @cli.command("probe")
@@ -574,12 +512,6 @@ def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, data
       resnas probe original_resnet110 "depth=110,act=original,shortcut=scaling,scale=0.5" --plot probe.png
       resnas probe --space paper_table1 --json
     """
-    import json
-    from pathlib import Path
-
-    from . import probe as probe_mod
-    from .data import load_data
-
     if plot and not Path(plot).parent.is_dir():
         raise UserError(f"plot: folder {Path(plot).parent} does not exist")
     try:
@@ -587,13 +519,9 @@ def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, data
         x, y = next(iter(data.loader("val", batch_size)))
         todo = _probe_specs(specs, space_name, samples, in_chans=data.input_size[0], num_classes=data.num_classes)
         pairs = probe_mod.against_reference(todo, x, y, seed=seed)
-    except _search_errors() as e:
+    except SEARCH_ERRORS as e:
         raise UserError(str(e)) from None
-    # The headline: gain minus the gain of the reference, the identity-shortcut, full pre-activation net of
-    # the same depth and widths (0 for the reference itself); variants are ranked by its size.
-    rows = [{"spec": r.spec, "gain_vs_reference": r.gain - ref.gain, "reference": ref.spec,
-             "reference_gain": ref.gain, **r.to_dict(), "distance": abs(r.gain - ref.gain)} for r, ref in pairs]
-    rows.sort(key=lambda d: d["distance"])
+    rows = rank_probes(pairs)
     if plot:
         probe_mod.plot([r for r, _ in pairs], plot, title=f"gradient at initialization, {dataset} batch {len(x)}")
     if as_json:
@@ -654,13 +582,7 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
       resnas reproduce table1 --quick --repeats 3
       resnas reproduce table2 --dataset cifar10 --data-dir ./data --repeats 5 --storage sqlite:///t2.db
     """
-    import time
-
-    import optuna
-
-    from . import reproduce as rep
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # as search: the display reports each trial; Ctrl-C is one line
+    quiet_logs()  # as search: the display reports each trial; Ctrl-C is one line
     try:
         numbers = tuple(int(r) for r in rows.split(",") if r.strip()) if rows else ()
     except ValueError:
@@ -678,15 +600,13 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
         result = rep.run(job)
         seconds = time.perf_counter() - start
         md, csv_path = rep.write(job, result, output, seconds)
-    except (*_search_errors(), rep.ReproduceError) as e:
+    except (*SEARCH_ERRORS, rep.ReproduceError) as e:
         raise UserError(str(e)) from None
     _print_reproduced(job, result, seconds)
     console.print(f"wrote {md} and {csv_path}", highlight=False, soft_wrap=True)
 
 
 def _print_reproduced(job, result, seconds: float) -> None:
-    from . import reproduce as rep
-
     title = f"{job.table} reproduced: median of {job.repeats} on {job.dataset}, {job.epochs} epochs"
     table = Table("row", "variant", "paper %", "paper rank", "measured %", "measured rank", "probe ratio",
                   title=title)
@@ -705,16 +625,13 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="resnas", standalone_mode=False)
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.ClickException as e:
-        err_console.print(f"error: {e.format_message()}", highlight=False, soft_wrap=True)
-        return 2
+    except click.ClickException as e:  # ours and click's (usage): one line, exit code 2
+        UserError(e.format_message()).show()
+        return UserError.exit_code
     except (click.Abort, KeyboardInterrupt):
         err_console.print("interrupted: the running trial is recorded as failed (interrupted); "
                           "run the same command again to continue", highlight=False, soft_wrap=True)
         return 130
-    except UserError as e:
-        err_console.print(f"error: {e}", highlight=False, soft_wrap=True)
-        return 2
     return 0
 
 

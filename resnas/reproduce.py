@@ -24,9 +24,9 @@ from optuna.trial import TrialState
 
 from .data import load_data
 from .probe import probe
+from .search import Search, run_search
 from .space import Space, load_space
 from .spec import CONVS_PER_UNIT, SHORTCUTS, ArchSpec
-from .study import Search, run_search
 
 FAIL = 0.20  # the paper's "fail": test error above 20%
 PAPER_EPOCHS = 164

@@ -1,13 +1,24 @@
 """Export: a timm local-dir folder that rebuilds the network with its weights and describes its input."""
 
+import doctest
 import json
+import sqlite3
 
+import optuna
 import pytest
 import timm
 import torch
+from optuna.trial import TrialState
+from safetensors.torch import load_file
 
 import resnas
+import resnas.export
+from resnas.cli import main
+from resnas.data import load_data
 from resnas.export import ExportError, export, load, read_config
+from resnas.objective import design_seed
+from resnas.record import TrialRecord
+from resnas.storage import weights_kept
 
 SPEC = "depth=8,widths=8-16-32,in_chans=1,act=original,shortcut=exclusive_gate,gate_bias=-6"
 
@@ -78,10 +89,6 @@ def test_export_needs_a_resnas_network(tmp_path):
 
 
 def test_docstring_examples_run():
-    import doctest
-
-    import resnas.export
-
     assert doctest.testmod(resnas.export).failed == 0
 
 
@@ -103,8 +110,6 @@ space:
 
 def _val_error(model) -> float:
     """The error over the whole validation split, computed as training computes it (wrong / count)."""
-    from resnas.data import load_data
-
     data = load_data("digits")
     x, y = data.val.__getitems__(list(range(len(data.val))))
     with torch.no_grad():
@@ -112,15 +117,6 @@ def _val_error(model) -> float:
 
 
 def test_export_retrains_with_the_searchs_seed_and_reproduces_the_trial(tmp_path, capsys):
-    import sqlite3
-
-    import optuna
-    from optuna.trial import TrialState
-    from safetensors.torch import load_file
-
-    from resnas.cli import main
-    from resnas.study import design_seed
-
     space, db = tmp_path / "seeded.yaml", tmp_path / "s.db"
     space.write_text(SEEDED)
     url = f"sqlite:///{db}"
@@ -129,7 +125,7 @@ def test_export_retrains_with_the_searchs_seed_and_reproduces_the_trial(tmp_path
     done = [t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs["status"] == "ok"]
     assert len(done) == 4 and study.user_attrs["seed"] == 11
     assert all(t.user_attrs["seed"] == design_seed(11, t.user_attrs["spec"]) for t in done)
-    kept = next(t for t in done if "artifact:model.safetensors" in t.user_attrs)
+    kept = next(t for t in done if weights_kept(url, TrialRecord.from_trial(t)))  # top k: files of the rest removed
     assert main(["export", "--storage", url, "--trial", str(kept.number), "--output", str(tmp_path / "own")]) == 0
     assert "own weights" in capsys.readouterr().out
     # no trial keeps weights now: every export retrains

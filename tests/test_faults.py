@@ -169,7 +169,7 @@ def test_thirty_candidates_leave_no_growing_memory(tmp_path):
     from statistics import linear_regression
 
     from resnas.space import parse_space
-    from resnas.study import Search, run_search
+    from resnas.search import run_search, Search
 
     rss = []
 

@@ -10,9 +10,9 @@ from optuna.trial import TrialState
 from resnas.data import load_data
 from resnas.network import build
 from resnas.probe import probe
+from resnas.search import Search, run_search
 from resnas.space import SpaceError, load_space, parse_space
 from resnas.spec import ArchSpec
-from resnas.study import Search, run_search
 from resnas.units import SHORTCUTS, Param, Shortcut, register_shortcut
 
 

@@ -62,7 +62,7 @@ def test_three_workers_on_postgres_match_one_worker(pg_url, tmp_path, capsys, mo
 
 
 def test_postgres_sessions_commit_without_waiting_for_the_disk(pg_url):
-    from resnas.study import open_storage
+    from resnas.storage import open_storage
 
     with open_storage(pg_url).engine.connect() as connection:
         assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"

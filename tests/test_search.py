@@ -279,7 +279,7 @@ def test_two_cpu_worker_processes_share_one_grid(tmp_path, capsys):
 
 
 def test_sqlite_storage_is_wal_without_fsync_per_commit(tmp_path):
-    from resnas.study import open_storage
+    from resnas.storage import open_storage
 
     with open_storage(f"sqlite:///{tmp_path / 'p.db'}").engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -400,7 +400,7 @@ def test_every_command_help_shows_an_example(command, capsys):
 
 
 def test_export_retrains_a_trial_that_kept_no_weights(tmp_path):
-    from resnas.study import export_trial
+    from resnas.search import export_trial
 
     db = f"sqlite:///{tmp_path}/r.db"
     study = optuna.create_study(study_name="hand", storage=db)

@@ -1,0 +1,257 @@
+"""One trial of a search, in named steps: suggest -> twin? -> probe -> train -> record -> keep weights.
+
+The :class:`Objective` is what ``study.optimize`` calls; every setting comes through its constructor.
+What a trial keeps is its :class:`~resnas.record.TrialRecord`: the spec string, the ``timm.create_model``
+call that rebuilds it, params, MACs, per-epoch train loss / validation error / seconds, the device, its
+training seed (``design_seed``), its status and reason. Completed candidates that rank among the best
+WEIGHTS_TOP_K keep their weights as Optuna artifacts beside the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+import tempfile
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import torch
+from optuna.artifacts import upload_artifact
+from optuna.trial import TrialState
+
+from .export import export
+from .network import build
+from .probe import probe
+from .record import (
+    ARTIFACT_FILES,
+    INTERRUPTED,
+    Status,
+    TrialRecord,
+    duplicate_reason,
+    error_reason,
+    probe_reason,
+    pruned_reason,
+    trained,
+)
+from .storage import artifact_root, remove_artifacts
+from .train import CHECKPOINT, RECIPES, Recipe, StopTraining, checkpoint_epoch, train
+
+if TYPE_CHECKING:  # search.py builds the Objective: an import at run time would be circular
+    from .search import Search
+
+__all__ = ["CandidateFailed", "Objective", "PROBE_BATCH", "WEIGHTS_TOP_K", "checkpoint_dir", "design_seed",
+           "ranked_trials", "search_recipe"]
+
+WEIGHTS_TOP_K = 3  # completed trials whose weights are kept as artifacts
+PROBE_BATCH = 32  # images in the batch every candidate is probed on
+
+
+def design_seed(seed: int, spec) -> int:
+    """The training seed of a design in a search seeded ``seed``: every place that trains a candidate
+    (the objective, every rank of a distributed run, ``export`` retraining one) trains it with this seed,
+    so a retried trial resumes the same run and a retraining reproduces the trial's weights."""
+    return (seed + zlib.crc32(str(spec).encode())) % 2**31
+
+
+def checkpoint_dir(search: Search, spec, run: int) -> Path:
+    """Where a candidate's epoch checkpoints live: beside the artifacts, keyed by study, design and the
+    trial that first ran it (its retries resume there)."""
+    key = hashlib.sha1(f"{search.name}\n{spec}\n{search.max_epochs}\n{run}".encode()).hexdigest()[:20]
+    return artifact_root(search.storage_url) / "checkpoints" / key
+
+
+class Objective:
+    """One trial in named steps: suggest -> twin? -> probe -> train -> record -> keep weights.
+
+    ``store`` is the artifact store for the top-k weights (None: keep none, as on the ranks of a
+    distributed run other than the main one); ``distributed``: every rank gets a TorchDistributedTrial.
+    """
+
+    def __init__(self, search: Search, data, store=None, distributed: bool = False):
+        self.search, self.data, self.store, self.distributed = search, data, store, distributed
+        self.recipe = search_recipe(data.name, search.space.recipe, search.max_epochs)
+        self.seed = search.run_seed
+        self.probe_batch = None  # one validation batch, taken by the first probe
+
+    def __call__(self, trial: optuna.Trial, real_trial: optuna.Trial | None = None):
+        """``real_trial``: the Optuna trial behind a TorchDistributedTrial (main process only)."""
+        try:
+            return self._run(trial, real_trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:  # Ctrl-C: Optuna marks the trial FAIL; the next run retries it
+            TrialRecord(status=Status.FAILED, reason=INTERRUPTED).save(trial, "status", "reason")
+            raise
+        except Exception as e:  # recorded with its reason; the search goes on (study.optimize catch)
+            if TrialRecord.from_trial(trial).status in (None, Status.RUNNING):
+                TrialRecord(status=Status.FAILED, reason=error_reason(e)).save(trial, "status", "reason")
+            raise
+
+    def _run(self, trial: optuna.Trial, real_trial: optuna.Trial | None):
+        record = TrialRecord.from_trial(trial)  # a retry starts from the attributes it was given
+        spec = self.suggest(trial, record)
+        if not self.distributed and (twin := self._completed_twin(trial, str(spec))) is not None:
+            return self.repeat(trial, record, twin)
+        record.status = Status.RUNNING
+        record.save(trial, "status")
+        self.probe(trial, record, spec)
+        result = self.train(trial, record, spec)
+        error = self.record(trial, record, result)
+        values = [error] + [float(getattr(result, o)) for o in self.search.space.objectives[1:]]
+        owner = real_trial if real_trial is not None else trial
+        if result.status == Status.OK and self.store is not None and isinstance(owner, optuna.Trial) \
+                and self._ranks_top(owner, error):
+            self.keep_weights(owner, result.model)
+            self._drop_weights_below_top(owner, error)
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def suggest(self, trial: optuna.Trial, record: TrialRecord):
+        """The trial's candidate from the space, recorded with the timm call that rebuilds it."""
+        data, space = self.data, self.search.space
+        spec = space.suggest(trial, in_chans=data.input_size[0], num_classes=data.num_classes)
+        if self.distributed:  # TorchDistributedTrial hands suggested floats over as float32; its params are exact
+            spec = space.suggest(optuna.trial.FixedTrial(trial.params), in_chans=data.input_size[0],
+                                 num_classes=data.num_classes)
+        record.spec = str(spec)
+        record.timm = f"timm.create_model('resnas_spec', spec='{spec}')"
+        record.device = self.search.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        record.save(trial, "spec", "timm", "device")
+        return spec
+
+    @staticmethod
+    def _completed_twin(trial: optuna.Trial, spec: str) -> optuna.trial.FrozenTrial | None:
+        """A completed trial of the same design: training is seeded by the design, so it would be a rerun."""
+        for done in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if done.user_attrs.get("spec") == spec and trained(done):
+                return done
+        return None
+
+    def repeat(self, trial: optuna.Trial, record: TrialRecord, twin: optuna.trial.FrozenTrial):
+        """Record the twin's result instead of training the design again (samplers redraw small spaces)."""
+        record.duplicate_of, record.status = twin.number, Status.DUPLICATE
+        record.reason, record.epochs = duplicate_reason(twin.number), 0
+        record.save(trial, "duplicate_of", "status", "reason", "epochs")
+        twin_record = TrialRecord.from_trial(twin)
+        record.params, record.macs, record.probe_gain = twin_record.params, twin_record.macs, twin_record.probe_gain
+        record.save(trial, "params", "macs", "probe_gain")  # those the twin has
+        return twin.values[0] if len(twin.values) == 1 else tuple(twin.values)
+
+    def probe(self, trial: optuna.Trial, record: TrialRecord, spec) -> None:
+        """The gradient at initialization (resnas.probe, Eq. 5) on every trial; past ``probe_max_gain``
+        the candidate is pruned before training: the paper's "fail" designs cost seconds."""
+        if self.probe_batch is None:
+            self.probe_batch = next(iter(self.data.loader("val", PROBE_BATCH)))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch.manual_seed(self.seed)
+        result = probe(build(spec).to(device), *self.probe_batch, seed=self.seed)
+        record.probe_gain, record.probe_slope = round(result.gain, 4), round(result.slope, 5)
+        record.probe_shortcut_term = result.shortcut_term
+        record.probe_grad_norms = [float(f"{g:.4g}") for g in result.grad_norms]
+        record.save(trial, "probe_gain", "probe_slope", "probe_shortcut_term", "probe_grad_norms")
+        limit = self.search.probe_max_gain
+        if limit is not None and not abs(result.gain) <= limit:
+            record.status, record.reason = Status.PRUNED, probe_reason(result.gain, limit)
+            record.save(trial, "status", "reason")
+            raise optuna.TrialPruned(record.reason)
+
+    def train(self, trial: optuna.Trial, record: TrialRecord, spec):
+        """Train the candidate from its epoch checkpoint (if a crash left one), reporting every epoch."""
+        space = self.search.space
+        single = len(space.objectives) == 1  # Optuna reports and prunes single-objective trials only
+
+        def on_epoch(report):
+            if single:
+                trial.report(report.val_error, report.epoch)
+            record.val_error.append(report.val_error)
+            record.train_loss.append(report.train_loss)
+            record.epoch_seconds.append(round(report.seconds, 3))
+            record.save(trial, "val_error", "train_loss", "epoch_seconds")
+            if self.search.on_epoch is not None:
+                self.search.on_epoch(trial.number, report)
+            last = report.epoch == self.search.max_epochs  # a fully trained candidate completes
+            if single and not last and trial.should_prune():
+                raise StopTraining(pruned_reason(space.pruner, report.epoch), status=Status.PRUNED.value)
+
+        # the first trial of a retry chain (retries copy its user attrs): twins running at once keep apart
+        if record.checkpoint_of is None:
+            record.checkpoint_of = trial.number
+        record.save(trial, "checkpoint_of")
+        checkpoints = checkpoint_dir(self.search, spec, record.checkpoint_of)
+        resumed = checkpoint_epoch(checkpoints / CHECKPOINT)
+        if resumed:
+            record.resumed_from_epoch = resumed
+            record.save(trial, "resumed_from_epoch")
+        # the seed follows the design, so a retried trial resumes the same run from its checkpoint;
+        # recorded, so that export retrains exactly this run
+        record.seed = design_seed(self.seed, spec)
+        record.save(trial, "seed")
+        result = train(spec, self.data, self.search.max_epochs, self.recipe, seed=record.seed, on_epoch=on_epoch,
+                       checkpoint_dir=checkpoints)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # finished: only a crash leaves one to resume
+        return result
+
+    def record(self, trial: optuna.Trial, record: TrialRecord, result) -> float:
+        """The training's outcome on the trial; its error (chance for a diverged candidate)."""
+        record.status = Status(result.status)
+        record.reason, record.params, record.macs, record.epochs = result.reason, result.params, result.macs, \
+            result.epochs
+        record.seconds = round(result.seconds, 3)
+        record.save(trial, "status", "reason", "params", "macs", "epochs", "seconds")
+        if result.status == Status.PRUNED:
+            raise optuna.TrialPruned(result.reason)
+        if result.status == Status.OOM:
+            raise CandidateFailed(result.reason)  # status "oom" is already recorded
+        # a diverged candidate is a result, not a crash: the paper's "fail" rows, at chance error
+        return result.val_error[-1] if result.status == Status.OK else 1.0 - 1.0 / self.data.num_classes
+
+    def keep_weights(self, trial: optuna.Trial, model) -> None:
+        """Upload the weights of a trial that ranks among the best WEIGHTS_TOP_K."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = export(model, tmp, **self.data.pretrained_cfg())
+            for name in ARTIFACT_FILES:
+                artifact_id = upload_artifact(artifact_store=self.store, file_path=str(folder / name),
+                                              study_or_trial=trial)
+                TrialRecord(artifacts={name: artifact_id}).save(trial, "artifacts")
+
+    def _drop_weights_below_top(self, trial: optuna.Trial, error: float) -> None:
+        """Delete the weights of the trial this one pushed out of the top WEIGHTS_TOP_K (ranked as
+        ``ranked_trials``), so that exactly the best k keep theirs. A finished trial's attributes cannot
+        change: its ``artifact:*`` ids stay, their files are gone, and export retrains it."""
+        done = [(t.values[0], t.number, TrialRecord.from_trial(t)) for t in _completed(trial.study)]
+        ranked = sorted([*done, (error, trial.number, None)], key=lambda e: e[:2])
+        for _, _, record in ranked[WEIGHTS_TOP_K:]:
+            if record is not None:
+                remove_artifacts(self.store, record)
+
+    def _ranks_top(self, trial: optuna.Trial, error: float) -> bool:
+        done = sorted(t.values[0] for t in _completed(trial.study))
+        return len(done) < WEIGHTS_TOP_K or error < done[WEIGHTS_TOP_K - 1]
+
+
+def _completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Completed trials that trained their design to a finite error: the ones rankings compare."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values and math.isfinite(t.values[0]) and trained(t)]
+
+
+def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Completed trials, best first (single objective), or the Pareto front (two objectives); a design
+    counts once (trials that repeated a completed design are left out)."""
+    if len(study.directions) > 1:
+        return sorted((t for t in study.best_trials if trained(t)), key=lambda t: t.values[0])
+    return sorted(_completed(study), key=lambda t: (t.values[0], t.number))
+
+
+class CandidateFailed(RuntimeError):
+    """A candidate that could not be trained (out of memory); the trial is recorded FAIL with its reason."""
+
+
+def search_recipe(dataset: str, overrides: dict[str, Any], max_epochs: int) -> Recipe:
+    """The data set's recipe with the space's overrides, its schedule defined on the maximum budget so
+    that epoch k means the same learning rate for every candidate (Hyperband compares them there)."""
+    base = RECIPES["digits" if dataset == "digits" else "imagenet" if dataset in ("imagenet", "folder") else "cifar"]
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return base(**{**changes, "schedule_epochs": max_epochs})

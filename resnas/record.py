@@ -1,0 +1,167 @@
+"""The trial record: what every resnas trial keeps as Optuna user attributes, and how it is read back.
+
+One trial's record is a :class:`TrialRecord`; its field names are the stored user-attribute keys
+(the artifact ids are stored as ``artifact:<file name>``). A study keeps a :class:`StudyRecord`.
+Every writer (the objective) and reader (CLI, export, reproduce, benchmarks) goes through them, so
+the keys are written in one place. Stored names and values never change: studies written by any
+earlier resnas open, resume and export. Trials that predate a key read it as its default.
+
+    >>> record = TrialRecord(spec="depth=8", status=Status.OK, epochs=3)
+    >>> record.to_user_attrs()["status"]
+    'ok'
+    >>> TrialRecord.from_user_attrs({"spec": "depth=8", "epochs": 3}).status is None
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from .export import CONFIG, WEIGHTS
+
+__all__ = ["ARTIFACT_FILES", "ARTIFACT_PREFIX", "INTERRUPTED", "Status", "StudyRecord", "TrialRecord",
+           "duplicate_reason", "error_reason", "probe_reason", "pruned_reason", "status_of", "trained"]
+
+
+class Status(str, enum.Enum):
+    """What became of a trial; the stored ``status`` value is the member's string."""
+
+    RUNNING = "running"  # the candidate is being probed and trained; FAIL with it means its worker died
+    OK = "ok"  # trained its full budget; the value is its final validation error
+    PRUNED = "pruned"  # stopped early by the pruner (Hyperband, median) or by the probe before training
+    DIVERGED = "diverged"  # the loss became NaN / inf; completed at chance error (the paper's "fail" rows)
+    OOM = "oom"  # did not fit the device's memory; the trial is FAIL with the reason
+    STOPPED = "stopped"  # the trainer's callback stopped it for another reason than pruning (resnas.train)
+    FAILED = "failed"  # raised (the reason says what), or was interrupted by Ctrl-C (reason "interrupted")
+    DUPLICATE = "duplicate"  # the same design as a completed trial: took its result, not retrained
+    LOST = "lost"  # never stored: read for a FAIL trial still "running" (heartbeat-stale, retried by Optuna)
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__  # f"{Status.OK}" is "ok", as the stored value
+
+
+ARTIFACT_PREFIX = "artifact:"  # user-attribute key of a kept file's artifact id: artifact:model.safetensors
+ARTIFACT_FILES = (WEIGHTS, CONFIG)  # the files a top-k trial keeps: a timm local-dir folder
+INTERRUPTED = "interrupted"  # the reason of a trial Ctrl-C stopped (status failed); the next run retries it
+
+
+def probe_reason(gain: float, limit: float) -> str:
+    return f"probe: |gain| {abs(gain):.2f} > {limit:g}"
+
+
+def pruned_reason(pruner: str, epoch: int) -> str:
+    return f"pruned by {pruner} at epoch {epoch}"
+
+
+def duplicate_reason(twin: int) -> str:
+    return f"same design as trial {twin}: its result, not retrained"
+
+
+def error_reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+
+
+def _status(value: Any) -> Status | str | None:
+    return Status(value) if value in Status._value2member_map_ else value
+
+
+@dataclass
+class TrialRecord:
+    """A trial's user attributes; every field is optional, as in trials that predate it."""
+
+    spec: str | None = None  # the ArchSpec string of the candidate
+    timm: str | None = None  # the timm.create_model call that rebuilds it
+    device: str | None = None
+    status: Status | str | None = None
+    reason: str | None = None
+    seed: int | None = None  # the training seed (design_seed), so that export retrains this very run
+    params: int | None = None
+    macs: int | None = None
+    epochs: int | None = None  # completed epochs (0 for a duplicate)
+    seconds: float | None = None
+    val_error: list[float] = field(default_factory=list)  # per epoch
+    train_loss: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    probe_gain: float | None = None  # resnas.probe at initialization
+    probe_slope: float | None = None
+    probe_shortcut_term: float | None = None
+    probe_grad_norms: list[float] | None = None
+    checkpoint_of: int | None = None  # the first trial of a retry chain: whose epoch checkpoints it resumes
+    retry_of: int | None = None  # the Ctrl-C-interrupted trial this one retries
+    resumed_from_epoch: int | None = None
+    duplicate_of: int | None = None  # the completed twin whose result this trial took
+    artifacts: dict[str, str] = field(default_factory=dict)  # file name -> artifact id (top-k weights)
+
+    def to_user_attrs(self, *names: str) -> dict[str, Any]:
+        """The stored attributes: the fields ``names`` (default: all that are set), by their keys."""
+        attrs = {}
+        for name in names or [f.name for f in dataclasses.fields(self)]:
+            value = getattr(self, name)
+            if name == "artifacts":
+                attrs.update({ARTIFACT_PREFIX + file: artifact_id for file, artifact_id in value.items()})
+            elif value is not None and (names or value != []):
+                attrs[name] = value.value if isinstance(value, Status) else value
+        return attrs
+
+    def save(self, trial, *names: str) -> None:
+        """Write the fields ``names`` (default: all that are set) to a live trial's user attributes."""
+        for key, value in self.to_user_attrs(*names).items():
+            trial.set_user_attr(key, value)
+
+    @classmethod
+    def from_user_attrs(cls, attrs: dict[str, Any]) -> TrialRecord:
+        known = {f.name for f in dataclasses.fields(cls)} - {"artifacts"}
+        record = cls(**{k: v for k, v in attrs.items() if k in known})
+        record.status = _status(record.status)
+        record.artifacts = {k[len(ARTIFACT_PREFIX):]: v for k, v in attrs.items()
+                            if k.startswith(ARTIFACT_PREFIX) and v}
+        return record
+
+    @classmethod
+    def from_trial(cls, trial) -> TrialRecord:
+        """The record of an Optuna trial (live, frozen or distributed); missing keys read as defaults."""
+        return cls.from_user_attrs(trial.user_attrs)
+
+    @property
+    def kept_weights(self) -> bool:
+        return all(self.artifacts.get(name) for name in ARTIFACT_FILES)
+
+
+def trained(trial) -> bool:
+    """False for a trial that took the result of a completed twin instead of training its design."""
+    return "duplicate_of" not in trial.user_attrs
+
+
+def status_of(trial) -> Status | str:
+    """A finished or waiting trial's status: its record's, ``lost`` for a worker that died mid-trial,
+    else the Optuna state in lower case (trials resnas did not write)."""
+    status = _status(trial.user_attrs.get("status"))
+    if trial.state.name == "FAIL" and status in (None, Status.RUNNING):
+        return Status.LOST  # failed by the heartbeat check, then retried
+    return status or trial.state.name.lower()
+
+
+@dataclass
+class StudyRecord:
+    """A study's user attributes: what it was made from, so that a resumed run can check it."""
+
+    space: str | None = None
+    space_file: str | None = None
+    dataset: str | None = None
+    objectives: list[str] | None = None
+    max_epochs: int | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)  # the space's overrides of the data set's recipe
+    seed: int | None = None  # the search's seed (absent in studies that predate it)
+
+    def to_user_attrs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_study(cls, study) -> StudyRecord:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in study.user_attrs.items() if k in known})
