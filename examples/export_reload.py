@@ -23,9 +23,9 @@ from safetensors.torch import load_file
 import resnas
 from resnas.data import load_data
 from resnas.record import StudyRecord
+from resnas.search import Search, export_trial, ranked_trials, run_search
 from resnas.space import load_space
-from resnas.search import export_trial, ranked_trials, run_search, Search
-from resnas.storage import open_storage, StudyError
+from resnas.storage import StudyError, open_storage
 
 
 @torch.no_grad()

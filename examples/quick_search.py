@@ -19,15 +19,16 @@ import torch
 
 import resnas  # noqa: F401  (importing resnas registers its networks with timm)
 from resnas.data import load_data
-from resnas.space import load_space
 from resnas.record import StudyRecord, TrialRecord, status_of
-from resnas.search import ranked_trials, run_search, Search
+from resnas.search import Search, ranked_trials, run_search
+from resnas.space import load_space
 
 
 def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """An Optuna study callback: one line per finished trial."""
     value = f"{trial.values[0]:.4f}" if trial.values else "-"
-    print(f"trial {trial.number}: {status_of(trial)}, val_error {value}, {TrialRecord.from_trial(trial).spec}", flush=True)
+    spec = TrialRecord.from_trial(trial).spec
+    print(f"trial {trial.number}: {status_of(trial)}, val_error {value}, {spec}", flush=True)
 
 
 def main() -> None:

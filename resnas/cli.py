@@ -21,7 +21,7 @@ from . import probe as probe_mod
 from . import reproduce as rep
 from . import train as train_mod
 from . import zoo
-from .data import DataError, load_data
+from .data import DATASETS, DataError, load_data
 from .export import ExportError
 from .network import count_macs, count_params
 from .record import TrialRecord, status_of
@@ -36,8 +36,7 @@ from .search import (
     run,
     sample_specs,
 )
-from .space import DATASETS, SpaceError, builtin_spaces, load_space
-from .spec import ArchSpec
+from .space import SpaceError, builtin_spaces, load_space
 from .storage import DASHBOARD, StudyError, dashboard_server, existing_storage, load_study, mask_url
 
 console = Console()
@@ -65,13 +64,10 @@ def resolve_model(name_or_spec: str, **kwargs):
     """
     kwargs.setdefault("zero_init_last", False)
     try:
-        if "=" in name_or_spec:
-            spec = ArchSpec.parse(name_or_spec)
-            return timm.create_model("resnas_spec", spec=str(spec), **kwargs)
-        if name_or_spec not in zoo.ZOO:
-            raise UserError(f"model: unknown name {name_or_spec!r}; allowed: {', '.join(zoo.ZOO)} or a spec string "
-                            "such as 'depth=20,act=preact'")
-        return timm.create_model(name_or_spec, **kwargs)
+        spec = zoo.spec_of(name_or_spec)
+        if name_or_spec in zoo.ZOO:
+            return timm.create_model(name_or_spec, **kwargs)
+        return timm.create_model("resnas_spec", spec=str(spec), **kwargs)
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -132,14 +128,9 @@ def summary(model: str, num_classes: int | None, in_chans: int | None, input_siz
     console.print(table)
 
 
-# dataset -> (recipe, default epochs): the paper's budgets; digits converges in 30 (STACK.md)
-TRAIN_DEFAULTS = {"digits": ("digits", 30), "cifar10": ("cifar", 164), "cifar100": ("cifar", 164),
-                  "imagenet": ("imagenet", 90), "folder": ("imagenet", 90)}
-
-
 @cli.command()
 @click.option("--model", "model_name", required=True, help="A registered name (preact_resnet164) or a spec string.")
-@click.option("--dataset", type=click.Choice(list(TRAIN_DEFAULTS)), default="digits", show_default=True)
+@click.option("--dataset", type=click.Choice(list(DATASETS)), default="digits", show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the data set is (or is downloaded to).")
 @click.option("--epochs", type=click.IntRange(min=1),
               help="Epochs to train [default: 30 digits, 164 CIFAR, 90 ImageNet].")
@@ -177,18 +168,18 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int | Non
     checkpoint = Path(output) / train_mod.CHECKPOINT
     if checkpoint.exists() and not resume:
         raise UserError(f"output: {output} holds a checkpoint; pass --resume to continue it or choose another --output")
-    recipe_name, default_epochs = TRAIN_DEFAULTS[dataset]
     overrides = dict(batch_size=batch_size, lr=lr, schedule=schedule, schedule_epochs=schedule_epochs,
                      warmup_iters=warmup_iters)
     try:
-        recipe = train_mod.RECIPES[recipe_name](**{k: v for k, v in overrides.items() if v is not None})
+        recipe = train_mod.dataset_recipe(dataset, **{k: v for k, v in overrides.items() if v is not None})
         data = data_mod.load_data(dataset, data_dir, download=download, image_size=image_size)
     except ValueError as e:
         raise UserError(str(e)) from None
     net = resolve_model(model_name, num_classes=data.num_classes, in_chans=data.input_size[0])
     try:
-        result = train_mod.train(net, data, epochs or default_epochs, recipe, seed=seed, checkpoint_dir=output,
-                                 mixed_precision=mixed_precision, torch_compile=compile_, test=True, progress=True)
+        result = train_mod.train(net, data, epochs or DATASETS[dataset].epochs, recipe, seed=seed,
+                                 checkpoint_dir=output, mixed_precision=mixed_precision, torch_compile=compile_,
+                                 test=True, progress=True)
     except ValueError as e:
         raise UserError(str(e)) from None
     if not PartialState().is_main_process:  # under accelerate launch, one process reports and writes
@@ -470,11 +461,7 @@ def _probe_specs(names: tuple[str, ...], space_name: str | None, samples: int, *
     specs = []
     try:
         for name in names:
-            spec = zoo.ZOO[name] if name in zoo.ZOO else ArchSpec.parse(name) if "=" in name else None
-            if spec is None:
-                raise UserError(f"spec: unknown name {name!r}; allowed: {', '.join(zoo.ZOO)} or a spec string "
-                                "such as 'depth=20,act=preact'")
-            specs.append(spec.replace(**fixed))
+            specs.append(zoo.spec_of(name).replace(**fixed))
         if space_name is not None:
             specs += sample_specs(load_space(space_name), samples, **fixed)
     except ValueError as e:
@@ -489,7 +476,7 @@ def _probe_specs(names: tuple[str, ...], space_name: str | None, samples: int, *
 @click.option("--space", "space_name", help="Also probe every point of this space (a built-in name or a YAML file).")
 @click.option("--samples", type=click.IntRange(min=1), default=20, show_default=True,
               help="Random draws from a space that is not a grid.")
-@click.option("--dataset", type=click.Choice(list(TRAIN_DEFAULTS)), default="digits", show_default=True)
+@click.option("--dataset", type=click.Choice(list(DATASETS)), default="digits", show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the data set is.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Initialization seed.")

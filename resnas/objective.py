@@ -37,7 +37,7 @@ from .record import (
     trained,
 )
 from .storage import artifact_root, remove_artifacts
-from .train import CHECKPOINT, RECIPES, Recipe, StopTraining, checkpoint_epoch, train
+from .train import CHECKPOINT, Recipe, StopTraining, checkpoint_epoch, dataset_recipe, train
 
 if TYPE_CHECKING:  # search.py builds the Objective: an import at run time would be circular
     from .search import Search
@@ -252,6 +252,5 @@ class CandidateFailed(RuntimeError):
 def search_recipe(dataset: str, overrides: dict[str, Any], max_epochs: int) -> Recipe:
     """The data set's recipe with the space's overrides, its schedule defined on the maximum budget so
     that epoch k means the same learning rate for every candidate (Hyperband compares them there)."""
-    base = RECIPES["digits" if dataset == "digits" else "imagenet" if dataset in ("imagenet", "folder") else "cifar"]
     changes = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    return base(**{**changes, "schedule_epochs": max_epochs})
+    return dataset_recipe(dataset, **{**changes, "schedule_epochs": max_epochs})

@@ -97,3 +97,18 @@ def resnas_spec(pretrained: bool = False, spec: str | ArchSpec = "", **kwargs: A
         overlay = input_cfg(spec.replace(num_classes=kwargs["num_classes"], in_chans=kwargs["in_chans"]))
         kwargs["pretrained_cfg_overlay"] = {**overlay, **(kwargs.get("pretrained_cfg_overlay") or {})}
     return _create("resnas_spec", spec, pretrained, **kwargs)
+
+
+def spec_of(name_or_spec: str) -> ArchSpec:
+    """The spec of a registered name (``preact_resnet164``) or of a spec string (``depth=20,act=preact``);
+    a one-line ValueError for anything else.
+
+        >>> spec_of("preact_resnet164").depth, spec_of("depth=20").depth
+        (164, 20)
+    """
+    if name_or_spec in ZOO:
+        return ZOO[name_or_spec]
+    if "=" in name_or_spec:
+        return ArchSpec.parse(name_or_spec)
+    raise ValueError(f"model: unknown name {name_or_spec!r}; allowed: {', '.join(ZOO)} or a spec string "
+                     "such as 'depth=20,act=preact'")

@@ -168,8 +168,8 @@ RSS_SLOPE_BOUND = 0.25
 def test_thirty_candidates_leave_no_growing_memory(tmp_path):
     from statistics import linear_regression
 
+    from resnas.search import Search, run_search
     from resnas.space import parse_space
-    from resnas.search import run_search, Search
 
     rss = []
 
