@@ -19,9 +19,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-# Activation placements of Fig. 4 / Table 2, with the paper's letters as aliases.
-ACTS = ("original", "bn_after_add", "relu_before_add", "relu_preact", "preact")
-ACT_LETTERS = dict(zip("abcde", ACTS))
+
+@dataclass(frozen=True)
+class Placement:
+    """Where BN and ReLU sit around the addition: one column of Fig. 4, a row of Table 2."""
+
+    letter: str  # its name in Fig. 4, an alias in specs (act=e)
+    pre: str  # at the start of F (pre-activation)
+    end: str  # after the last conv of F
+    post: str  # after the addition: f in Eq. 2
+    final: str  # after the last unit, before pooling
+    proj_bn: bool  # BN on a projection shortcut, so both branches reach the sum alike
+
+
+# The activation axis, one row per placement; between the convs of F it is always BN-ReLU.
+PLACEMENTS = {
+    "original": Placement("a", pre="", end="bn", post="relu", final="", proj_bn=True),
+    "bn_after_add": Placement("b", pre="", end="", post="bn_relu", final="", proj_bn=False),
+    "relu_before_add": Placement("c", pre="", end="bn_relu", post="", final="", proj_bn=True),
+    "relu_preact": Placement("d", pre="relu", end="bn", post="", final="relu", proj_bn=True),
+    "preact": Placement("e", pre="bn_relu", end="", post="", final="bn_relu", proj_bn=False),
+}
+ACTS = tuple(PLACEMENTS)
+ACT_LETTERS = {p.letter: name for name, p in PLACEMENTS.items()}
 UNITS = ("basic", "bottleneck")
 LAYOUTS = ("cifar", "imagenet")
 DOWNSAMPLES = ("projection", "zeropad")
@@ -266,7 +286,7 @@ class ArchSpec:
     @property
     def preact(self) -> bool:
         """Activation placements (d) and (e) move the activation into F (pre-activation)."""
-        return self.act in ("relu_preact", "preact")
+        return PLACEMENTS[self.act].pre != ""
 
     # ---- round trips --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -1,43 +1,22 @@
 """The paper's residual units: y = h(x) + F(x), x_next = f(y) (Eq. 1-2).
 
-Activation placements (Fig. 4, Table 2) and shortcut kinds (Fig. 2, Table 1) are rows of the two
-tables below; a unit is assembled from one row of each. A shortcut kind is one ``Shortcut`` row (its
-module, its parameters with default, range and meaning, its Eq. 5 factor, its label): the spec's
-fields and checks, the YAML spaces, the probe and ``resnas reproduce`` read it from there, so a new
-kind is a row and a small module, added with ``register_shortcut``.
+Activation placements (Fig. 4, Table 2) are the rows of ``spec.PLACEMENTS`` (pure data), the shortcut
+kinds (Fig. 2, Table 1) the rows registered below; a unit is assembled from one row of each. A
+shortcut kind is one ``Shortcut`` row (its module, its parameters with default, range and meaning, its
+Eq. 5 factor, its label): the spec's fields and checks, the YAML spaces, the probe and ``resnas
+reproduce`` read it from there, so a new kind is a row and a small module, added with
+``register_shortcut``.
 """
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import partial
 
 import torch
 import torch.nn as nn
 from timm.layers import BatchNormAct2d, DropPath
 
-from .spec import SHORTCUTS, Param, Shortcut, register_shortcut
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where BN and ReLU sit around the addition (one column of Fig. 4)."""
-
-    pre: str  # at the start of F (pre-activation)
-    end: str  # after the last conv of F
-    post: str  # after the addition: f in Eq. 2
-    final: str  # after the last unit, before pooling
-    proj_bn: bool  # BN on a projection shortcut, so both branches reach the sum alike
-
-
-# Between the convs of F it is always BN-ReLU.
-PLACEMENTS = {
-    "original": Placement(pre="", end="bn", post="relu", final="", proj_bn=True),  # (a)
-    "bn_after_add": Placement(pre="", end="", post="bn_relu", final="", proj_bn=False),  # (b)
-    "relu_before_add": Placement(pre="", end="bn_relu", post="", final="", proj_bn=True),  # (c)
-    "relu_preact": Placement(pre="relu", end="bn", post="", final="relu", proj_bn=True),  # (d)
-    "preact": Placement(pre="bn_relu", end="", post="", final="bn_relu", proj_bn=False),  # (e)
-}
+from .spec import PLACEMENTS, SHORTCUTS, Param, Shortcut, register_shortcut
 
 
 def norm_act(kind: str, chs: int, inplace: bool = True) -> nn.Module:
