@@ -76,11 +76,12 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.Base
         if url.startswith("sqlite"):
             with storage.engine.connect() as connection:  # WAL is a property of the file: set once, kept
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-            # per connection: in WAL mode a commit then skips its fsync (about 8 -> 3 ms per trial attribute);
-            # the file stays consistent, a power cut may lose the last commits
-            sqlalchemy.event.listen(storage.engine, "connect",
-                                    lambda dbapi, _: dbapi.execute("PRAGMA synchronous=NORMAL"))
-            storage.engine.dispose()  # pooled connections opened before the listener
+            sqlalchemy.event.listen(storage.engine, "connect", _sqlite_connect)
+            # Optuna pops an enqueued trial by reading it WAITING, then writing RUNNING; SQLite has no
+            # SELECT ... FOR UPDATE, so the write lock is taken when the transaction begins, or two workers
+            # pop (and train) the same trial
+            sqlalchemy.event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            storage.engine.dispose()  # pooled connections opened before the listeners
         return storage
     except Exception as e:
         raise StudyError(f"storage: cannot open {mask_url(url)}: {first_line(e)}") from None
@@ -97,6 +98,13 @@ def quiet():
 def first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:200]
+
+
+def _sqlite_connect(dbapi, _) -> None:
+    dbapi.isolation_level = None  # no implicit BEGIN from the driver (it would start after the read): ours
+    # in WAL mode a commit then skips its fsync (about 8 -> 3 ms per trial attribute); the file stays
+    # consistent, a power cut may lose the last commits
+    dbapi.execute("PRAGMA synchronous=NORMAL")
 
 
 def local_file(url: str) -> Path | None:
