@@ -31,7 +31,6 @@ from .search import (
     export_trial,
     finished_trials,
     quiet_logs,
-    rank_probes,
     ranked_trials,
     run,
     sample_specs,
@@ -508,7 +507,7 @@ def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, data
         pairs = probe_mod.against_reference(todo, x, y, seed=seed)
     except SEARCH_ERRORS as e:
         raise UserError(str(e)) from None
-    rows = rank_probes(pairs)
+    rows = probe_mod.rank_probes(pairs)
     if plot:
         probe_mod.plot([r for r, _ in pairs], plot, title=f"gradient at initialization, {dataset} batch {len(x)}")
     if as_json:

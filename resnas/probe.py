@@ -208,6 +208,17 @@ def against_reference(specs: list[ArchSpec], batch: torch.Tensor, labels: torch.
     return [(done[str(s)], done[str(reference(s))]) for s in specs]
 
 
+def rank_probes(pairs: list[tuple[ProbeResult, ProbeResult]]) -> list[dict]:
+    """Probe results (``against_reference``'s pairs) as rows, closest to their reference first.
+
+    The headline: gain minus the gain of the reference, the identity-shortcut, full pre-activation net of
+    the same depth and widths (0 for the reference itself); variants are ranked by its size.
+    """
+    rows = [{"spec": r.spec, "gain_vs_reference": r.gain - ref.gain, "reference": ref.spec,
+             "reference_gain": ref.gain, **r.to_dict(), "distance": abs(r.gain - ref.gain)} for r, ref in pairs]
+    return sorted(rows, key=lambda d: d["distance"])
+
+
 def short_labels(specs: list[str]) -> list[str]:
     """Each spec string without the key=value tokens every spec shares (legend and table labels).
 

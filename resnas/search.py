@@ -43,7 +43,7 @@ from .train import train
 
 __all__ = ["Search", "enqueue_grid", "enqueue_retries", "export_trial", "make_pruner", "make_sampler",
            "open_study", "prepare", "ranked_trials", "run", "run_distributed", "run_search", "run_workers",
-           "distributed", "finished_trials", "quiet_logs", "rank_probes", "sample_specs", "trial_budget", "write_note"]
+           "distributed", "finished_trials", "quiet_logs", "sample_specs", "trial_budget", "write_note"]
 
 SEED_STRIDE = 1_000_003  # sampler seeds of workers started together lie this far apart
 
@@ -433,14 +433,3 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The trials that completed, were pruned or failed (a display follows workers through them)."""
     return [t for t in study.get_trials(deepcopy=False)
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
-
-
-def rank_probes(pairs) -> list[dict[str, Any]]:
-    """Probe results (``probe.against_reference``'s pairs) as rows, closest to their reference first.
-
-    The headline: gain minus the gain of the reference, the identity-shortcut, full pre-activation net of
-    the same depth and widths (0 for the reference itself); variants are ranked by its size.
-    """
-    rows = [{"spec": r.spec, "gain_vs_reference": r.gain - ref.gain, "reference": ref.spec,
-             "reference_gain": ref.gain, **r.to_dict(), "distance": abs(r.gain - ref.gain)} for r, ref in pairs]
-    return sorted(rows, key=lambda d: d["distance"])

@@ -351,13 +351,14 @@ class ArchSpec:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("spec: empty spec string; expected key=value pairs such as 'depth=110,act=preact'")
         d: dict[str, Any] = {}
+        keys = _keys()
         for token in text.strip().split(","):
             key, sep, value = token.partition("=")
             key, value = key.strip(), value.strip()
             if not sep or not key:
                 raise ValueError(f"spec: {token!r} is not key=value")
-            if key not in _keys():
-                raise ValueError(f"spec: unknown field {key!r}; allowed: {', '.join(sorted(_keys()))}")
+            if key not in keys:
+                raise ValueError(f"spec: unknown field {key!r}; allowed: {', '.join(sorted(keys))}")
             if key in d:
                 raise ValueError(f"{key}: given twice")
             d[key] = _PARSERS[key](key, value) if key in _PARSERS else value
