@@ -24,16 +24,20 @@ from . import zoo
 from .data import DATASETS, DataError, load_data
 from .export import ExportError
 from .network import count_macs, count_params
-from .record import TrialRecord, status_of
+from .record import TrialRecord, epochs_spent, status_of
 from .search import (
     Search,
+    design_row,
     distributed,
     export_trial,
     finished_trials,
+    mean_sd,
     quiet_logs,
-    ranked_trials,
+    ranked_designs,
+    recorded_fidelity,
     run,
     sample_specs,
+    tie_label,
 )
 from .space import SpaceError, builtin_spaces, load_space
 from .storage import DASHBOARD, StudyError, dashboard_server, existing_storage, load_study, mask_url
@@ -209,12 +213,15 @@ def _report(result, data) -> None:
 class SearchDisplay:
     """Live view of a search: a trials bar, the current trial's epochs, and the best so far."""
 
-    def __init__(self, total: int | None, epochs: int, live: bool):
+    def __init__(self, total: int | None, epochs: int, live: bool, budget_epochs: int | None = None):
         self.live, self.epochs, self.best, self.seen = live, epochs, None, set()
+        self.budget, self.spent, self.fidelity_shown = budget_epochs, 0, False
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console,
                                  disable=not live)
-        self.trials = self.progress.add_task("trials", total=total, note="")
+        # with --budget-epochs the bar counts candidate-epochs spent of the budget, else trials
+        self.trials = self.progress.add_task("epochs" if budget_epochs else "trials",
+                                             total=budget_epochs or total, note="")
         self.current = self.progress.add_task("trial -", total=epochs, note="")
 
     def __enter__(self):
@@ -229,11 +236,13 @@ class SearchDisplay:
                              note=f"val error {report.val_error:.4f}")
 
     def poll(self, study) -> None:
-        """Worker processes train; the parent follows the study in the storage."""
+        """Worker processes train; the parent follows the study in the storage (and its fidelity check)."""
         for t in finished_trials(study):
             if t.number not in self.seen:
                 self.seen.add(t.number)
                 self.on_trial(study, t)
+        if not self.fidelity_shown and (result := recorded_fidelity(study)) is not None:
+            self.on_fidelity(result)
 
     def on_trial(self, study, trial) -> None:
         error = trial.values[0] if trial.values else None
@@ -241,13 +250,24 @@ class SearchDisplay:
             self.best = (error, trial.number)
         status = status_of(trial)
         best = f"best {self.best[0]:.4f} (trial {self.best[1]})" if self.best else ""
-        self.progress.update(self.trials, advance=1, note=best)
+        self.spent += epochs_spent(trial)
+        if self.budget:
+            best = f"{max(0, self.budget - self.spent)} epochs left; {best}"
+        self.progress.update(self.trials, advance=epochs_spent(trial) if self.budget else 1, note=best)
         self.progress.reset(self.current, total=self.epochs, description="trial -")
         if not self.live:
             shown = f"{error:.4f}" if error is not None else "-"
-            spec = TrialRecord.from_trial(trial).spec or ""
-            console.print(f"trial {trial.number}: {status} val_error {shown} {spec}",
+            record = TrialRecord.from_trial(trial)
+            spec = record.spec or ""
+            if record.repeat:  # a confirmation run: another seed of a design the search ranked high
+                status = f"{status} (confirms trial {record.confirms}, seed {record.repeat + 1})"
+            budget = f" [{self.spent}/{self.budget} epochs]" if self.budget else ""
+            console.print(f"trial {trial.number}: {status} val_error {shown}{budget} {spec}",
                           highlight=False, soft_wrap=True)
+
+    def on_fidelity(self, result) -> None:
+        self.fidelity_shown = True
+        console.print(result.line(), highlight=False, soft_wrap=True)
 
 
 def _storage_option(f):
@@ -292,13 +312,20 @@ def spaces() -> None:
               help="Seconds between a trial's heartbeats; silent for twice that, it is failed and retried.")
 @click.option("--probe-max-gain", type=click.FloatRange(min=0),
               help="Prune a candidate before training when its probe |gain| (log10 gradient ratio) exceeds X.")
+@click.option("--budget-epochs", type=click.IntRange(min=1),
+              help="Stop after N candidate-epochs (confirmation included) instead of a number of trials.")
+@click.option("--confirm", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Train the best K designs again with more seeds after the search (0: skip).")
+@click.option("--confirm-seeds", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Extra seeds per confirmed design.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Rows of the final table.")
 @click.option("--worker-index", type=click.IntRange(min=0), default=0, envvar="RESNAS_WORKER_INDEX", show_envvar=True,
               help="This command's index among those started together on one study (e.g. $SLURM_ARRAY_TASK_ID), "
                    "so that their samplers draw different candidates.")
 def search(space_name: str, dataset: str | None, data_dir: str | None, storage: str | None, study_name: str | None,
            trials: int | None, timeout: float | None, epochs: int | None, seed: int | None, devices: str | None,
-           workers: int | None, heartbeat: int, probe_max_gain: float | None, top: int, worker_index: int) -> None:
+           workers: int | None, heartbeat: int, probe_max_gain: float | None, budget_epochs: int | None,
+           confirm: int, confirm_seeds: int, top: int, worker_index: int) -> None:
     """Search the space's residual-unit designs on a data set with Optuna.
 
     Resumes the study when it exists. With no arguments: the `default` space on digits, a few
@@ -320,11 +347,20 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
         device_list = _devices(devices, workers)
         job = Search(space, storage=storage, study_name=study_name, dataset=dataset, data_dir=data_dir,
                      trials=trials, timeout=timeout, epochs=epochs, seed=seed, heartbeat=heartbeat,
-                     probe_max_gain=probe_max_gain, worker=worker_index)
+                     probe_max_gain=probe_max_gain, worker=worker_index, budget_epochs=budget_epochs,
+                     confirm=confirm, repeats=confirm_seeds)
+        if budget_epochs is not None and trials is not None:
+            raise UserError("budget-epochs: give --budget-epochs or --trials, not both")
+        if job.search_epochs is not None and job.search_epochs <= 0:
+            raise UserError(f"budget-epochs: {budget_epochs} leaves nothing for the search after the confirmation's "
+                            f"{job.confirm_epochs} ({confirm} designs x {confirm_seeds} seeds x {job.max_epochs} "
+                            "epochs); raise it, or lower --confirm")
         total = trials if device_list else len(space.grid_points()) if space.sampler == "grid" else \
             (trials or space.trials)
-        with SearchDisplay(total, job.max_epochs, live=console.is_terminal and not distributed()) as display:
+        live = console.is_terminal and not distributed()
+        with SearchDisplay(total, job.max_epochs, live=live, budget_epochs=budget_epochs) as display:
             job.callbacks, job.on_epoch = [display.on_trial], display.on_epoch  # workers report through poll
+            job.on_fidelity = display.on_fidelity
             study = run(job, device_list, poll=display.poll)  # distributed under accelerate launch / torchrun
         if study is None:  # a distributed run's process other than the main one
             return
@@ -354,13 +390,21 @@ def _devices(devices: str | None, workers: int | None) -> list[str]:
 
 
 def _print_best(study, top: int) -> None:
-    table = Table("rank", "trial", "val error", "params", "MACs", "epochs", "spec", title=f"best of {study.study_name}")
+    """The study's designs, best first: mean val error +- sd over n seeds, and whether tied with the best."""
+    table = Table("rank", "trial", "val error", "n", "vs best", "params", "MACs", "epochs", "spec",
+                  title=f"best of {study.study_name}")
     table.columns[-1].overflow = "fold"
-    for rank, t in enumerate(ranked_trials(study)[:top], start=1):
-        r = TrialRecord.from_trial(t)
-        table.add_row(str(rank), str(t.number), f"{t.values[0]:.4f}", f"{r.params or 0:,}", _si(r.macs or 0),
-                      "" if r.epochs is None else str(r.epochs), r.spec or "")
+    trials = study.get_trials(deepcopy=False)
+    designs = ranked_designs(study)
+    for rank, d in enumerate(designs[:top], start=1):
+        r = TrialRecord.from_trial(trials[d.trials[0]])
+        table.add_row(str(rank), str(d.trials[0]), mean_sd(d), str(d.n), tie_label(d, rank), f"{r.params or 0:,}",
+                      _si(r.macs or 0), "" if r.epochs is None else str(r.epochs), d.spec)
     console.print(table)
+    if designs and designs[0].confirmed:
+        tied = sum(bool(d.tied) for d in designs[1:])
+        console.print(f"{tied} design(s) tied with the best (not significantly worse: one-sided Welch t-test, "
+                      "alpha 0.05); n = 1: not confirmed.", highlight=False, soft_wrap=True)
 
 
 def _si(n: float) -> str:
@@ -401,9 +445,13 @@ def best(storage: str | None, study_name: str | None, top: int, as_json: bool) -
     if not as_json:
         _print_best(study, top)
         return
-    records = [(t, TrialRecord.from_trial(t)) for t in ranked_trials(study)[:top]]
-    rows = [dict(rank=i, trial=t.number, values=t.values, spec=r.spec, timm=r.timm, params=r.params, macs=r.macs,
-                 epochs=r.epochs, params_suggested=t.params) for i, (t, r) in enumerate(records, start=1)]
+    trials = study.get_trials(deepcopy=False)
+    rows = []
+    for i, d in enumerate(ranked_designs(study)[:top], start=1):
+        t = trials[d.trials[0]]
+        r = TrialRecord.from_trial(t)
+        rows.append(dict(rank=i, trial=t.number, values=t.values, **design_row(d), timm=r.timm, params=r.params,
+                         macs=r.macs, epochs=r.epochs, params_suggested=t.params))
     click.echo(json.dumps(dict(study=study.study_name, directions=[d.name.lower() for d in study.directions],
                                trials=rows), indent=2))
 
@@ -550,7 +598,8 @@ def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, data
 @click.option("--rows", help="Only these rows, 1-based: 1,3,5 [default: all].")
 @_storage_option
 @click.option("--study", "study_prefix", help="Prefix of the studies' names [default: the space's name].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first repeat; repeat k uses seed+k.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="The study's seed; repeat k of a row trains with the seed of (row, k).")
 @click.option("--output", type=click.Path(file_okay=False), default="resnas-reproduce", show_default=True,
               help="Folder for TABLE.md and TABLE.csv.")
 def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quick: bool, depth_scale: float | None,
@@ -558,7 +607,7 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
               output: str) -> None:
     """Train the paper's Table 1 or Table 2 as grid studies and set the result beside the paper's.
 
-    Every row is trained --repeats times (one study per repeat, resumed when it exists); the measured
+    Every row is trained --repeats times in one study (resumed when it exists); the measured
     error is the median validation error. "fail" is the paper's: above 20%; every row also shows its
     probe ratio |dE/dx_1| / |dE/dx_L| at initialization. Any departure from the paper's protocol
     (data set, depth, epochs, repeats) is printed and written with the table.

@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from .export import export
 from .network import build
 from .probe import probe
+from .ranking import Design, rank_designs
 from .record import (
     ARTIFACT_FILES,
     INTERRUPTED,
@@ -43,17 +44,19 @@ if TYPE_CHECKING:  # search.py builds the Objective: an import at run time would
     from .search import Search
 
 __all__ = ["CandidateFailed", "Objective", "PROBE_BATCH", "WEIGHTS_TOP_K", "checkpoint_dir", "design_seed",
-           "ranked_trials", "search_recipe"]
+           "ranked_designs", "ranked_trials", "search_recipe"]
 
 WEIGHTS_TOP_K = 3  # completed trials whose weights are kept as artifacts
 PROBE_BATCH = 32  # images in the batch every candidate is probed on
 
 
-def design_seed(seed: int, spec) -> int:
+def design_seed(seed: int, spec, repeat: int = 0) -> int:
     """The training seed of a design in a search seeded ``seed``: every place that trains a candidate
     (the objective, every rank of a distributed run, ``export`` retraining one) trains it with this seed,
-    so a retried trial resumes the same run and a retraining reproduces the trial's weights."""
-    return (seed + zlib.crc32(str(spec).encode())) % 2**31
+    so a retried trial resumes the same run and a retraining reproduces the trial's weights. A
+    confirmation ``repeat`` (1, 2, ...) of the design is another run: the seed follows (design, repeat)."""
+    key = str(spec) if not repeat else f"{spec}#repeat={repeat}"
+    return (seed + zlib.crc32(key.encode())) % 2**31
 
 
 def checkpoint_dir(search: Search, spec, run: int) -> Path:
@@ -93,7 +96,7 @@ class Objective:
     def _run(self, trial: optuna.Trial, real_trial: optuna.Trial | None):
         record = TrialRecord.from_trial(trial)  # a retry starts from the attributes it was given
         spec = self.suggest(trial, record)
-        if not self.distributed and (twin := self._completed_twin(trial, str(spec))) is not None:
+        if not self.distributed and (twin := self._completed_twin(trial, str(spec), record.repeat or 0)) is not None:
             return self.repeat(trial, record, twin)
         record.status = Status.RUNNING
         record.save(trial, "status")
@@ -122,10 +125,11 @@ class Objective:
         return spec
 
     @staticmethod
-    def _completed_twin(trial: optuna.Trial, spec: str) -> optuna.trial.FrozenTrial | None:
-        """A completed trial of the same design: training is seeded by the design, so it would be a rerun."""
+    def _completed_twin(trial: optuna.Trial, spec: str, repeat: int) -> optuna.trial.FrozenTrial | None:
+        """A completed trial of the same design and repeat: training is seeded by both, so it would be a rerun."""
         for done in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if done.user_attrs.get("spec") == spec and trained(done):
+            if done.user_attrs.get("spec") == spec and (done.user_attrs.get("repeat") or 0) == repeat \
+                    and trained(done):
                 return done
         return None
 
@@ -172,7 +176,8 @@ class Objective:
             if self.search.on_epoch is not None:
                 self.search.on_epoch(trial.number, report)
             last = report.epoch == self.search.max_epochs  # a fully trained candidate completes
-            if single and not last and trial.should_prune():
+            # a confirmation repeat is trained to the full budget: it measures the design's spread
+            if single and not last and not record.repeat and trial.should_prune():
                 raise StopTraining(pruned_reason(space.pruner, report.epoch), status=Status.PRUNED.value)
 
         # the first trial of a retry chain (retries copy its user attrs): twins running at once keep apart
@@ -186,7 +191,7 @@ class Objective:
             record.save(trial, "resumed_from_epoch")
         # the seed follows the design, so a retried trial resumes the same run from its checkpoint;
         # recorded, so that export retrains exactly this run
-        record.seed = design_seed(self.seed, spec)
+        record.seed = design_seed(self.seed, spec, record.repeat or 0)
         record.save(trial, "seed")
         result = train(spec, self.data, self.search.max_epochs, self.recipe, seed=record.seed, on_epoch=on_epoch,
                        checkpoint_dir=checkpoints)
@@ -243,6 +248,21 @@ def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     if len(study.directions) > 1:
         return sorted((t for t in study.best_trials if trained(t)), key=lambda t: t.values[0])
     return sorted(_completed(study), key=lambda t: (t.values[0], t.number))
+
+
+def ranked_designs(study: optuna.Study) -> list[Design]:
+    """The study's designs ranked by mean final error over their seeds (resnas.ranking.rank_designs):
+    every completed run of a design, its search trial (repeat 0) and its confirmation repeats, counts once
+    per repeat. Two objectives: the Pareto front, one design per trial (n = 1)."""
+    if len(study.directions) > 1:
+        return [Design(TrialRecord.from_trial(t).spec or "", [t.values[0]], [t.number]) for t in ranked_trials(study)]
+    runs: dict[str, dict[int, optuna.trial.FrozenTrial]] = {}
+    for t in sorted(_completed(study), key=lambda t: t.number):
+        record = TrialRecord.from_trial(t)
+        runs.setdefault(record.spec or "", {}).setdefault(record.repeat or 0, t)
+    designs = [Design(spec, [by[r].values[0] for r in sorted(by)], [by[r].number for r in sorted(by)])
+               for spec, by in runs.items()]
+    return rank_designs(designs)
 
 
 class CandidateFailed(RuntimeError):

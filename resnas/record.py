@@ -23,7 +23,7 @@ from typing import Any
 from .export import CONFIG, WEIGHTS
 
 __all__ = ["ARTIFACT_FILES", "ARTIFACT_PREFIX", "INTERRUPTED", "Status", "StudyRecord", "TrialRecord",
-           "duplicate_reason", "error_reason", "probe_reason", "pruned_reason", "status_of", "trained"]
+           "duplicate_reason", "epochs_spent", "error_reason", "probe_reason", "pruned_reason", "status_of", "trained"]
 
 
 class Status(str, enum.Enum):
@@ -95,6 +95,8 @@ class TrialRecord:
     retry_of: int | None = None  # the Ctrl-C-interrupted trial this one retries
     resumed_from_epoch: int | None = None
     duplicate_of: int | None = None  # the completed twin whose result this trial took
+    repeat: int | None = None  # a confirmation run of the design: 1, 2, ... (None: the search's own, repeat 0)
+    confirms: int | None = None  # the trial whose design this confirmation repeats
     artifacts: dict[str, str] = field(default_factory=dict)  # file name -> artifact id (top-k weights)
 
     def to_user_attrs(self, *names: str) -> dict[str, Any]:
@@ -130,6 +132,11 @@ class TrialRecord:
     @property
     def kept_weights(self) -> bool:
         return all(self.artifacts.get(name) for name in ARTIFACT_FILES)
+
+
+def epochs_spent(trial) -> int:
+    """The candidate-epochs a finished trial trained (0 for a duplicate or a probe-pruned candidate)."""
+    return len(trial.user_attrs.get("val_error") or ())
 
 
 def trained(trial) -> bool:

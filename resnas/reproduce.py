@@ -1,10 +1,11 @@
 """``resnas reproduce table1|table2``: the paper's Tables 1 and 2 as grid studies, measured beside its numbers.
 
 Each row of the table is one grid point of the built-in space (``paper_table1`` / ``paper_table2``);
-``repeats`` independent studies (seeds ``seed .. seed + repeats - 1``) train every row, and the row's
-measured error is the median over them (the paper reports the median of 5 runs). "fail" follows the
-paper: an error above 20%. Every row is also probed at initialization (``resnas.probe``), so the rows
-that fail stand beside their gradient ratio |dE/dx_1| / |dE/dx_L|.
+one study trains every row once, then ``repeats - 1`` more times through the search's confirmation
+(repeat k trains with the seed of (design, k)), and the row's measured error is the median over them
+(the paper reports the median of 5 runs). "fail" follows the paper: an error above 20%. Every row
+is also probed at initialization (``resnas.probe``), so the rows that fail stand beside their
+gradient ratio |dE/dx_1| / |dE/dx_L|.
 
     >>> job = Reproduction("table1", dataset="digits", depth_scale=1 / 3, epochs=15, rows=(1, 3))  # doctest: +SKIP
     >>> rows = run(job)                                                                          # doctest: +SKIP
@@ -24,6 +25,7 @@ from optuna.trial import TrialState
 
 from .data import load_data
 from .probe import probe
+from .record import TrialRecord
 from .search import Search, run_search
 from .space import Space, load_space
 from .spec import CONVS_PER_UNIT, SHORTCUTS, ArchSpec
@@ -116,8 +118,8 @@ class Reproduction:
         run = {spec.unit: spec.depth for spec in self.space.specs()}
         return [f"ResNet-{run[u]} for ResNet-{full[u]}" for u in full]
 
-    def study_name(self, repeat: int) -> str:
-        return f"{self.study_prefix or self.space.name}-{self.epochs}ep-r{repeat}"
+    def study_name(self) -> str:
+        return f"{self.study_prefix or self.space.name}-{self.epochs}ep"
 
 
 @dataclass(frozen=True)
@@ -177,22 +179,21 @@ def row_key(table: str, spec: ArchSpec) -> Any:
 
 
 def run(job: Reproduction) -> list[Row]:
-    """Train every selected row ``job.repeats`` times (resuming studies that exist) and collect the rows."""
+    """Train every selected row ``job.repeats`` times in one study (resumed when it exists); the rows."""
     space, data = job.space, load_data(job.dataset, job.data_dir)
     fixed = dict(in_chans=data.input_size[0], num_classes=data.num_classes)
     points = dict(zip([row_key(job.table, s) for s in space.specs(**fixed)], space.grid_points()))
     chosen = [(i, *row) for i, row in enumerate(TABLES[job.table], start=1) if not job.rows or i in job.rows]
-    errors: dict[int, list[float | None]] = {i: [] for i, *_ in chosen}
-    for repeat in range(job.repeats):
-        # the search's own grid path: interrupted rows are retried from their checkpoints, and a point
-        # that a trial holds (waiting, running or done) is never enqueued again
-        search = Search(space, storage=job.storage, study_name=job.study_name(repeat), dataset=job.dataset,
-                        data_dir=job.data_dir, epochs=job.epochs, seed=job.seed + repeat,
-                        callbacks=job.callbacks, grid=[points[key] for _, _, key, _ in chosen])
-        study = run_search(search)
-        done = {_freeze(t.params): t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-        for i, _, key, _ in chosen:
-            errors[i].append(done.get(_freeze(points[key])))
+    # one study: the search's own grid path trains every row once (interrupted rows are retried from
+    # their checkpoints, a point a trial holds is never enqueued again), then its confirmation trains
+    # every row repeats - 1 more times with the seed of (design, repeat)
+    search = Search(space, storage=job.storage, study_name=job.study_name(), dataset=job.dataset,
+                    data_dir=job.data_dir, epochs=job.epochs, seed=job.seed, callbacks=job.callbacks,
+                    grid=[points[key] for _, _, key, _ in chosen], confirm=len(chosen), repeats=job.repeats - 1)
+    study = run_search(search)
+    done = {(_freeze(t.params), TrialRecord.from_trial(t).repeat or 0): t.values[0]
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    errors = {i: [done.get((_freeze(points[key]), r)) for r in range(job.repeats)] for i, _, key, _ in chosen}
     x, y = next(iter(data.loader("val", job.probe_batch)))
     specs = {row_key(job.table, s): s for s in space.specs(**fixed)}
     return [Row(i, label, str(specs[key]), paper, tuple(errors[i]), probe(specs[key], x, y, seed=job.seed).gain)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import math
 import multiprocessing as mp
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,18 +34,22 @@ from accelerate.utils import parse_flag_from_env
 from optuna.artifacts import download_artifact
 from optuna.trial import TrialState
 from optuna_integration import TorchDistributedTrial
+from scipy import stats
 
 from .data import load_data
 from .export import export
-from .objective import Objective, design_seed, ranked_trials, search_recipe
-from .record import ARTIFACT_FILES, INTERRUPTED, Status, StudyRecord, TrialRecord, status_of
+from .objective import Objective, design_seed, ranked_designs, ranked_trials, search_recipe
+from .ranking import TIE_TEST
+from .record import ARTIFACT_FILES, INTERRUPTED, Status, StudyRecord, TrialRecord, epochs_spent, status_of
 from .space import Space, load_space
 from .storage import DEFAULT_STORAGE, StudyError, artifact_store, first_line, open_storage, quiet, weights_kept
 from .train import train
 
-__all__ = ["Search", "enqueue_grid", "enqueue_retries", "export_trial", "make_pruner", "make_sampler",
-           "open_study", "prepare", "ranked_trials", "run", "run_distributed", "run_search", "run_workers",
-           "distributed", "finished_trials", "quiet_logs", "sample_specs", "trial_budget", "write_note"]
+__all__ = ["EpochBudget", "Fidelity", "FidelityCheck", "Search", "check_fidelity", "design_row", "distributed",
+           "enqueue_confirmation", "enqueue_grid", "enqueue_retries", "export_trial", "finished_trials",
+           "make_pruner", "make_sampler", "mean_sd", "measure_fidelity", "open_study", "prepare", "quiet_logs",
+           "ranked_designs", "ranked_trials", "recorded_fidelity", "rungs", "run", "run_distributed", "run_search",
+           "run_workers", "sample_specs", "tie_label", "trial_budget", "write_note"]
 
 SEED_STRIDE = 1_000_003  # sampler seeds of workers started together lie this far apart
 
@@ -68,6 +74,10 @@ class Search:
     probe_max_gain: float | None = None  # prune before training when the probe's |gain| exceeds this
     worker: int = 0  # this process's index among those started together on one study (sampler seeds)
     grid: list[dict[str, Any]] | None = None  # the grid points this run covers [default: the space's whole grid]
+    confirm: int = 3  # after the budget, the best designs trained again with more seeds (0: none)
+    repeats: int = 2  # extra seeds per confirmed design
+    budget_epochs: int | None = None  # candidate-epochs of this run, confirmation included (instead of trials)
+    on_fidelity: Any = None  # on_fidelity(Fidelity), when the fidelity check is made (the CLI prints it)
 
     @property
     def name(self) -> str:
@@ -87,6 +97,16 @@ class Search:
         return self.seed if self.seed is not None else self.space.seed
 
     @property
+    def confirm_epochs(self) -> int:
+        """The confirmation's cost at most: confirm designs x repeats x the full budget."""
+        return self.confirm * self.repeats * self.max_epochs
+
+    @property
+    def search_epochs(self) -> int | None:
+        """The part of --budget-epochs left for the search once the confirmation is reserved."""
+        return None if self.budget_epochs is None else self.budget_epochs - self.confirm_epochs
+
+    @property
     def storage_url(self) -> str:
         return self.storage or os.environ.get("RESNAS_STORAGE") or DEFAULT_STORAGE
 
@@ -103,15 +123,124 @@ def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
                                           n_startup_trials=min(10, max(3, (space.trials or 30) // 3)))
 
 
-def make_pruner(search: Search) -> optuna.pruners.BasePruner:
-    """The space's pruner, with epochs as the resource: Hyperband (reduction factor 3), median or none."""
-    kind = search.space.pruner
-    if kind == "hyperband":  # epochs are the resource
-        return optuna.pruners.HyperbandPruner(min_resource=search.min_epochs, max_resource=search.max_epochs,
-                                              reduction_factor=3)
+def make_pruner(search: Search, min_epochs: int | None = None) -> optuna.pruners.BasePruner:
+    """The space's pruner, with epochs as the resource from ``min_epochs`` (default: the search's) to the
+    maximum: Hyperband or successive halving (reduction factor 3), median, or none. Successive halving is
+    one bracket, so the sampler learns from every trial (Hyperband gives it only the current bracket's)."""
+    kind, low = search.space.pruner, min_epochs or search.min_epochs
+    if kind != "none" and low >= search.max_epochs:  # nothing is left to compare below the full budget
+        return optuna.pruners.NopPruner()
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=low, max_resource=search.max_epochs, reduction_factor=3)
+    if kind == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=low, reduction_factor=3)
     if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=search.min_epochs)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=low)
     return optuna.pruners.NopPruner()
+
+
+# ---- the fidelity check ---------------------------------------------------------------------------
+FIDELITY_DESIGNS = 6  # designs that must have reached both rungs before the check is made
+FIDELITY_LOW = 0.5  # below this Spearman correlation the lower rung does not rank designs
+REDUCTION = 3  # the pruners' reduction factor: rungs lie at min_epochs x 3^i
+
+
+def rungs(min_epochs: int, max_epochs: int) -> list[int]:
+    """The epochs at which Hyperband / successive halving compare candidates, then the full budget."""
+    epochs, e = [], min_epochs
+    while e < max_epochs:
+        epochs.append(e)
+        e *= REDUCTION
+    return [*epochs, max_epochs]
+
+
+@dataclass
+class Fidelity:
+    """The rank agreement of two rungs over the designs that reached both, and what the search did."""
+
+    low: int  # epoch of the lower rung
+    high: int  # epoch of the higher rung
+    spearman: float
+    designs: int
+    min_epochs: int  # the minimum epochs of the trials from now on (raised to ``high`` when low)
+
+    @property
+    def raised(self) -> bool:
+        return self.min_epochs > self.low
+
+    def line(self) -> str:
+        head = (f"fidelity: epoch-{self.low} and epoch-{self.high} errors rank {self.designs} designs with "
+                f"Spearman {self.spearman:+.2f}")
+        if not self.raised:
+            return f"{head}: early epochs rank designs here; pruning from epoch {self.low} kept"
+        return (f"{head} (< {FIDELITY_LOW}): early epochs do not rank designs on this data; the remaining "
+                f"trials are pruned from epoch {self.min_epochs} on, not {self.low}")
+
+
+def measure_fidelity(trials: list[optuna.trial.FrozenTrial], low: int, high: int) -> tuple[float, int]:
+    """Spearman correlation of the errors at epochs ``low`` and ``high``, one trial per design (its
+    first that reached both), and the number of designs; nan when fewer than 3 or one rung is constant."""
+    pairs = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        values = t.intermediate_values
+        key = tuple(sorted(t.params.items()))
+        if low in values and high in values and key not in pairs:
+            pairs[key] = (values[low], values[high])
+    if len(pairs) < 3:
+        return math.nan, len(pairs)
+    lows, highs = zip(*pairs.values())
+    if len(set(lows)) == 1 or len(set(highs)) == 1:
+        return math.nan, len(pairs)
+    return float(stats.spearmanr(lows, highs).statistic), len(pairs)
+
+
+def check_fidelity(study: optuna.Study, search: Search) -> Fidelity | None:
+    """Once ``FIDELITY_DESIGNS`` designs reached the two lowest rungs: measure their rank correlation,
+    record it on the study (``fidelity``) and, when it is below FIDELITY_LOW, raise the minimum epochs of
+    the remaining trials to the higher rung. Made once per study; returns the new result, else None."""
+    if search.space.pruner == "none" or len(search.space.objectives) > 1 or "fidelity" in study.user_attrs:
+        return None
+    epochs = rungs(search.min_epochs, search.max_epochs)
+    if len(epochs) < 2:
+        return None
+    low, high = epochs[:2]
+    rho, n = measure_fidelity(study.get_trials(deepcopy=False), low, high)
+    if n < FIDELITY_DESIGNS or not math.isfinite(rho):
+        return None
+    result = Fidelity(low=low, high=high, spearman=round(rho, 4), designs=n,
+                      min_epochs=high if rho < FIDELITY_LOW else low)
+    study.set_user_attr("fidelity", dataclasses.asdict(result))
+    return result
+
+
+def recorded_fidelity(study: optuna.Study) -> Fidelity | None:
+    """The fidelity check a study recorded, by whichever process made it."""
+    recorded = study.user_attrs.get("fidelity")
+    return Fidelity(**recorded) if recorded else None
+
+
+def fidelity_min_epochs(study: optuna.Study) -> int | None:
+    """The minimum epochs a study's fidelity check set (None before the check)."""
+    return (study.user_attrs.get("fidelity") or {}).get("min_epochs")
+
+
+class FidelityCheck:
+    """A study callback: after every trial, the fidelity check (made once per study), and this process's
+    pruner from the minimum epochs the check set, whichever process made it (workers, resumed runs)."""
+
+    def __init__(self, search: Search, on_result=None):
+        self.search, self.on_result, self.applied = search, on_result, search.min_epochs
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        result = check_fidelity(study, self.search)
+        if result is not None and self.on_result is not None:
+            self.on_result(result)
+        self.apply(study)
+
+    def apply(self, study: optuna.Study) -> None:
+        wanted = fidelity_min_epochs(study) or self.search.min_epochs
+        if wanted != self.applied:
+            study.pruner, self.applied = make_pruner(self.search, wanted), wanted
 
 
 def open_study(search: Search) -> optuna.Study:
@@ -179,9 +308,10 @@ def enqueue_retries(study: optuna.Study) -> int:
             and t.number not in retried]
     for t in todo:
         first = records[t.number].checkpoint_of
-        retry = TrialRecord(retry_of=t.number, checkpoint_of=t.number if first is None else first)
-        study.enqueue_trial(t.params, user_attrs=retry.to_user_attrs("retry_of", "checkpoint_of"),
-                            skip_if_exists=False)
+        retry = TrialRecord(retry_of=t.number, checkpoint_of=t.number if first is None else first,
+                            repeat=records[t.number].repeat, confirms=records[t.number].confirms)
+        study.enqueue_trial(t.params, skip_if_exists=False,
+                            user_attrs=retry.to_user_attrs("retry_of", "checkpoint_of", "repeat", "confirms"))
     return len(todo)
 
 
@@ -189,27 +319,81 @@ def enqueue_retries(study: optuna.Study) -> int:
 def trial_budget(study: optuna.Study, search: Search) -> int | None:
     """Trials to run now: --trials or the space's; for a grid, the enqueued rest of it (or --trials of it)."""
     if search.space.sampler != "grid":
+        if search.trials is None and search.budget_epochs is not None:
+            return None  # until the epoch budget is spent
         return search.trials if search.trials is not None else search.space.trials
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     return waiting if search.trials is None else min(search.trials, waiting)
 
 
 def run_search(search: Search, enqueue: bool = True) -> optuna.Study:
-    """Open (or resume) the study and run ``search.trials`` more trials in this process."""
+    """Open (or resume) the study, run ``search.trials`` more trials (or ``search.budget_epochs``) in this
+    process, then confirm the best designs with more seeds (``search.confirm``)."""
     data = load_data(dataset_of(search), search.data_dir)
     study = open_study(search)
-    space = search.space
     if enqueue:
-        prepare(study, space, search.grid)
-    n_trials = trial_budget(study, search)
-    if n_trials == 0:
-        return study
+        prepare(study, search.space, search.grid)
     objective = Objective(search, data, artifact_store(search.storage_url))
+    fidelity, budget = FidelityCheck(search, search.on_fidelity), EpochBudget(search.search_epochs)
+    fidelity.apply(study)
+    n_trials, started = trial_budget(study, search), time.monotonic()
     with _frozen_heap():
-        study.optimize(objective, n_trials=n_trials, timeout=search.timeout, catch=(Exception,),
-                       callbacks=search.callbacks)
-    write_note(study, space)
+        if n_trials != 0:
+            study.optimize(objective, n_trials=n_trials, timeout=search.timeout, catch=(Exception,),
+                           callbacks=[fidelity, budget, *search.callbacks])
+        left = None if search.timeout is None else search.timeout - (time.monotonic() - started)
+        if (left is None or left > 0) and (n := enqueue_confirmation(study, search)):
+            study.optimize(objective, n_trials=n, timeout=left, catch=(Exception,), callbacks=search.callbacks)
+    write_note(study, search.space)
     return study
+
+
+class EpochBudget:
+    """A study callback that stops the search once its trials have trained ``limit`` candidate-epochs
+    (None: no limit); the last trial finishes, so the search ends within one trial of the budget."""
+
+    def __init__(self, limit: int | None):
+        self.limit, self.spent = limit, 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.spent += epochs_spent(trial)
+        if self.exhausted:
+            study.stop()
+
+    @property
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.spent >= self.limit
+
+
+# ---- confirmation --------------------------------------------------------------------------------
+def confirmation_targets(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The search trials (repeat 0) of the best ``k`` designs by their single-seed error."""
+    targets: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in ranked_trials(study):
+        record = TrialRecord.from_trial(t)
+        if not record.repeat and record.spec not in targets:
+            targets[record.spec] = t
+    return list(targets.values())[:k]
+
+
+def enqueue_confirmation(study: optuna.Study, search: Search) -> int:
+    """Enqueue the confirmation runs still missing: repeats 1..``search.repeats`` of each of the best
+    ``search.confirm`` designs, each trained at the full budget with the seed of (design, repeat). A run
+    that is waiting, running or finished is not enqueued again (an interrupted one is retried)."""
+    if not search.confirm or not search.repeats or len(study.directions) > 1:  # a Pareto front has no single best
+        return 0
+    trials = study.get_trials(deepcopy=False)
+    have = {(r.confirms, r.repeat) for r in (TrialRecord.from_trial(t) for t in trials
+                                             if t.state != TrialState.FAIL) if r.confirms is not None}
+    n = 0
+    for target in confirmation_targets(study, search.confirm):
+        for repeat in range(1, search.repeats + 1):
+            if (target.number, repeat) not in have:
+                record = TrialRecord(repeat=repeat, confirms=target.number)
+                study.enqueue_trial(target.params, user_attrs=record.to_user_attrs("repeat", "confirms"),
+                                    skip_if_exists=False)
+                n += 1
+    return n
 
 
 @contextlib.contextmanager
@@ -227,20 +411,37 @@ def _frozen_heap():
 def run_workers(search: Search, devices: list[str], poll=None) -> optuna.Study:
     """One worker process per device (``cuda:0``, ``cuda:1``, ... or ``cpu`` several times) on one study.
 
-    The study is created and a grid enqueued here, once; the trials are shared out among the workers.
-    ``poll(study)`` is called about every second while they run (the CLI's display).
+    The study is created and a grid enqueued here, once; the trials (or the epoch budget) are shared out
+    among the workers, then the confirmation runs. ``poll(study)`` is called about every second while
+    they run (the CLI's display).
     """
     load_data(dataset_of(search), search.data_dir)  # fail here, once, on missing data
     study = open_study(search)
     prepare(study, search.space, search.grid)
     total = trial_budget(study, search)
-    total = total if total is not None else 10 * len(devices)
-    shares = [total // len(devices) + (i < total % len(devices)) for i in range(len(devices))]
+    if total is None:
+        total = 10 * len(devices) if search.budget_epochs is None else None
+    _launch(search, devices, total, search.search_epochs, poll, study)
+    if n := enqueue_confirmation(study, search):
+        _launch(dataclasses.replace(search, budget_epochs=None), devices, n, None, poll, study)
+    write_note(study, search.space)
+    return study
+
+
+def _launch(search: Search, devices: list[str], trials: int | None, epochs: int | None, poll, study) -> None:
+    """Run ``trials`` (None: until ``epochs`` are spent) shared out among one process per device; wait."""
+    def share(total: int | None, i: int) -> int | None:
+        return None if total is None else total // len(devices) + (i < total % len(devices))
+
     threads = max(1, (os.cpu_count() or 1) // len(devices))
     ctx = mp.get_context("spawn")  # CUDA and forked processes do not mix
     first = search.worker * len(devices)  # indices stay distinct across machines that each run workers
-    workers = [ctx.Process(target=_worker, args=(_for_worker(search, n, device, first + i), device, threads),
-                           daemon=True) for i, (n, device) in enumerate(zip(shares, devices)) if n]
+    workers = []
+    for i, device in enumerate(devices):
+        n, budget = share(trials, i), share(epochs, i)
+        if n != 0 and budget != 0:
+            job = _for_worker(search, n, budget, device, first + i)
+            workers.append(ctx.Process(target=_worker, args=(job, device, threads), daemon=True))
     for w in workers:
         w.start()
     while any(w.is_alive() for w in workers):
@@ -248,8 +449,6 @@ def run_workers(search: Search, devices: list[str], poll=None) -> optuna.Study:
             w.join(timeout=1.0 / len(workers))
         if poll is not None:
             poll(study)
-    write_note(study, search.space)
-    return study
 
 
 def run_distributed(search: Search) -> optuna.Study | None:
@@ -268,22 +467,15 @@ def run_distributed(search: Search) -> optuna.Study | None:
         study = open_study(search)
         prepare(study, search.space, search.grid)
         n_trials = trial_budget(study, search)
-        n_trials = n_trials if n_trials is not None else 10
-    n_trials = _broadcast(n_trials)
+        if n_trials is None and search.budget_epochs is None:
+            n_trials = 10
+    fidelity = FidelityCheck(search, search.on_fidelity)
     with _frozen_heap():
-        for _ in range(n_trials):
-            trial = study.ask() if state.is_main_process else None
-            try:
-                with quiet():  # its ExperimentalWarning, once per trial and process
-                    distributed_trial = TorchDistributedTrial(trial)
-                values, trial_state = objective(distributed_trial, real_trial=trial), TrialState.COMPLETE
-            except optuna.TrialPruned:
-                values, trial_state = None, TrialState.PRUNED
-            except Exception:  # recorded by the objective; the search goes on
-                values, trial_state = None, TrialState.FAIL
-            if state.is_main_process:
-                study.tell(trial, values, state=trial_state)
-            dist.barrier()
+        if state.is_main_process:
+            fidelity.apply(study)
+        _drive(study, objective, n_trials, [fidelity, *search.callbacks], EpochBudget(search.search_epochs))
+        n = enqueue_confirmation(study, search) if state.is_main_process else 0
+        _drive(study, objective, n, search.callbacks, EpochBudget(None))
     if state.is_main_process:
         write_note(study, search.space)
     dist.barrier()
@@ -291,16 +483,42 @@ def run_distributed(search: Search) -> optuna.Study | None:
     return study
 
 
-def _broadcast(value: int) -> int:
+def _drive(study: optuna.Study | None, objective: Objective, n_trials: int | None, callbacks: list,
+           budget: EpochBudget) -> None:
+    """Trials together on every rank until the main process has run ``n_trials`` (None: no limit) or spent
+    the epoch ``budget``; the main process (``study`` not None) decides, every rank follows."""
+    done = 0
+    while _broadcast(study is None or ((n_trials is None or done < n_trials) and not budget.exhausted)):
+        trial = study.ask() if study is not None else None
+        try:
+            with quiet():  # its ExperimentalWarning, once per trial and process
+                distributed_trial = TorchDistributedTrial(trial)
+            values, trial_state = objective(distributed_trial, real_trial=trial), TrialState.COMPLETE
+        except optuna.TrialPruned:
+            values, trial_state = None, TrialState.PRUNED
+        except Exception:  # recorded by the objective; the search goes on
+            values, trial_state = None, TrialState.FAIL
+        if study is not None:
+            frozen = study.tell(trial, values, state=trial_state)
+            budget.spent += epochs_spent(frozen)
+            for callback in callbacks:
+                callback(study, frozen)
+        done += 1
+        dist.barrier()
+
+
+def _broadcast(value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
-def _for_worker(search: Search, trials: int, device: str, index: int) -> Search:
-    """The search one worker process runs: every field but the display's hooks, which stay here."""
+def _for_worker(search: Search, trials: int | None, epochs: int | None, device: str, index: int) -> Search:
+    """The search one worker process runs: every field but the display's hooks, which stay here; the
+    confirmation is the parent's, after every worker has finished."""
     return dataclasses.replace(search, storage=search.storage_url, study_name=search.name, trials=trials,
-                               device=device, worker=index, callbacks=[], on_epoch=None)
+                               budget_epochs=epochs, confirm=0, device=device, worker=index, callbacks=[],
+                               on_epoch=None, on_fidelity=None)
 
 
 def _worker(search: Search, device: str, threads: int) -> None:
@@ -313,8 +531,24 @@ def _worker(search: Search, device: str, threads: int) -> None:
     run_search(search, enqueue=False)
 
 
+def design_row(design) -> dict[str, Any]:
+    """A ranked design as plain values: mean +- sd over n seeds and whether it is tied with the best."""
+    return dict(spec=design.spec, mean=round(design.mean, 6), sd=None if design.sd is None else round(design.sd, 6),
+                n=design.n, tied_with_best=design.tied, errors=design.errors, trials=design.trials)
+
+
+def mean_sd(design) -> str:
+    return f"{design.mean:.4f}" if design.sd is None else f"{design.mean:.4f} ± {design.sd:.4f}"
+
+
+def tie_label(design, rank: int) -> str:
+    """``best``, ``tied`` (not significantly worse than the best), ``worse``, or ``-`` (one seed: untested)."""
+    return "best" if rank == 1 else "-" if design.tied is None else "tied" if design.tied else "worse"
+
+
 def write_note(study: optuna.Study, space: Space, top: int = 5) -> None:
-    """The study's Markdown note in optuna-dashboard: the space and its best designs."""
+    """The study's Markdown note in optuna-dashboard (the space, the fidelity check, its best designs with
+    mean +- sd over their seeds), and the ranking as the study attribute ``ranking`` (the dashboard shows it)."""
     from optuna_dashboard import save_note  # deferred: a web server's dependencies, needed only here
 
     trials = study.get_trials(deepcopy=False)
@@ -323,28 +557,35 @@ def write_note(study: optuna.Study, space: Space, top: int = 5) -> None:
         status = str(status_of(t))
         counts[status] = counts.get(status, 0) + 1
     made = StudyRecord.from_study(study)
+    designs = ranked_designs(study)
     lines = [f"# {space.name}", "", space.description, "",
              f"Data set **{made.dataset}**, up to {made.max_epochs} epochs "
              f"per candidate, sampler {space.sampler}, pruner {space.pruner}.", "",
-             "Trials: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), "",
-             "| rank | trial | val error | params | spec |", "|---|---|---|---|---|"]
-    for rank, t in enumerate(ranked_trials(study)[:top], start=1):
-        record = TrialRecord.from_trial(t)
-        lines.append(f"| {rank} | {t.number} | {t.values[0]:.4f} | {record.params or 0:,} | `{record.spec or ''}` |")
-    best = ranked_trials(study)[:1]
-    if best:
-        lines += ["", "Rebuild the best design:", "", f"    {TrialRecord.from_trial(best[0]).timm or ''}"]
+             "Trials: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), ""]
+    if (fidelity := recorded_fidelity(study)) is not None:
+        lines += [fidelity.line(), ""]
+    lines += ["| rank | trial | val error (mean ± sd) | n | vs best | params | spec |", "|---|---|---|---|---|---|---|"]
+    for rank, d in enumerate(designs[:top], start=1):
+        record = TrialRecord.from_trial(trials[d.trials[0]])
+        lines.append(f"| {rank} | {d.trials[0]} | {mean_sd(d)} | {d.n} | {tie_label(d, rank)} "
+                     f"| {record.params or 0:,} | `{d.spec}` |")
+    if designs:
+        tied = [d.spec for d in designs[1:] if d.tied]
+        lines += ["", f"Tied with the best: {len(tied)} design(s) ({TIE_TEST}); n = 1: not confirmed, untested."
+                  if designs[0].confirmed else "", "Rebuild the best design:", "",
+                  f"    {TrialRecord.from_trial(trials[designs[0].trials[0]]).timm or ''}"]
+        study.set_user_attr("ranking", [design_row(d) for d in designs[:top]])
     save_note(study, "\n".join(lines) + "\n")
 
 
 def export_trial(study: optuna.Study, url: str, number: int | None, output: str | os.PathLike,
                  data_dir: str | None = None) -> tuple[Path, str]:
     """Write trial ``number`` (default: the best) as a timm local-dir folder; says how it got the weights."""
-    ranked = ranked_trials(study)
     if number is None:
-        if not ranked:
+        designs = ranked_designs(study)
+        if not designs:
             raise StudyError(f"study {study.study_name}: no completed trial to export")
-        trial = ranked[0]
+        trial = _representative(study, url, designs[0])
     else:
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         if number not in trials:
@@ -366,6 +607,14 @@ def export_trial(study: optuna.Study, url: str, number: int | None, output: str 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output, how
+
+
+def _representative(study: optuna.Study, url: str, design) -> optuna.trial.FrozenTrial:
+    """The run of a design that export writes: its lowest-error run with kept weights, else its search trial."""
+    trials = study.get_trials(deepcopy=False)
+    runs = sorted((trials[n] for n in design.trials), key=lambda t: (t.values[0], t.number))
+    kept = [t for t in runs if weights_kept(url, TrialRecord.from_trial(t))]
+    return kept[0] if kept else trials[design.trials[0]]
 
 
 def _fill_export(study: optuna.Study, url: str, trial, folder: Path, data_dir: str | None) -> str:

@@ -26,7 +26,7 @@ from .spec import ACT_LETTERS, ACTS, IMAGENET_LAYERS, LAYOUTS, SHORTCUTS, UNITS,
 from .train import Recipe
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
-PRUNERS = ("hyperband", "median", "none")
+PRUNERS = ("hyperband", "successive_halving", "median", "none")
 OBJECTIVES = ("val_error", "params", "macs")
 TOP_KEYS = ("name", "description", "dataset", "sampler", "pruner", "objectives", "epochs", "trials", "seed",
             "recipe", "space")
