@@ -234,7 +234,8 @@ def run_once(meter: Meter, space, url: str, study: str, trials: int, seed: int) 
         finally:
             last["end"] = time.perf_counter()
 
-    search = rs.Search(space, storage=url, study_name=study, trials=trials, seed=seed, callbacks=[on_trial])
+    search = rs.Search(space, storage=url, study_name=study, trials=trials, seed=seed, callbacks=[on_trial],
+                       confirm=0)
     before = dict(meter.spans)
     optuna.Study.optimize = optimize
     try:

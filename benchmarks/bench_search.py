@@ -99,7 +99,7 @@ def run_study(space: Space, seed: int, folder: Path, name: str, trials: int | No
               probe_max_gain: float | None = None) -> Run:
     start = time.perf_counter()
     search = Search(space, storage=f"sqlite:///{folder / (name + '.db')}", study_name=name, trials=trials,
-                    seed=seed, heartbeat=None, probe_max_gain=probe_max_gain)
+                    seed=seed, heartbeat=None, probe_max_gain=probe_max_gain, confirm=0)
     study = run_search(search)
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     rows = [(r.spec or "", t.state, t.value if t.state == TrialState.COMPLETE else None, list(r.val_error),

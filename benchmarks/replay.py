@@ -7,8 +7,10 @@ objective suggests a design with the space's own ``Space.suggest`` (as ``resnas.
 does), looks up the recorded curve of (design, k) and reports it epoch by epoch through
 ``trial.report`` / ``trial.should_prune()`` exactly as resnas's objective does; a completed trial's
 value is its final-epoch error. Sampler and pruner come from resnas's own ``make_sampler`` /
-``make_pruner`` where resnas has them (TPE, random, Hyperband, none); Optuna's
-``SuccessiveHalvingPruner`` (reduction factor 3, min resource = min epochs) is the one addition.
+``make_pruner`` (TPE, random; Hyperband, successive halving, median, none), and resnas's fidelity
+check (``resnas.search.FidelityCheck``) runs as the study's callback unless ``fidelity=0``: once 6
+designs reached the two lowest rungs it measures their Spearman correlation and, below 0.5, replaces
+the pruner with one from the higher rung, as a product search does.
 
 - k, the ground-truth seed a design's curve is taken from, is drawn once per (replay seed, design)
   by ``numpy.random.default_rng([replay_seed, crc32(spec)])`` from that design's seeds in the table:
@@ -25,13 +27,19 @@ value is its final-epoch error. Sampler and pruner come from resnas's own ``make
   its default study name, the space's name, always gets one of them).
 - The answer of a study is its best completed trial (lowest value, then lowest trial number). A
   study with no completed trial has no answer: it counts as a miss with the worst design's regret.
+- Confirmation (``confirm=K``, ``repeats=R``), as the product confirms after its search budget: the top
+  K distinct completed designs by value are each trained again at the full budget with R more seeds;
+  the replay takes the table's seeds of that design after the drawn k, cyclically (fewer when the
+  table has fewer than 1 + R), costs their curves' lengths (K x R x N epochs) and answers
+  ``resnas.ranking.rank_designs(...)[0]`` (confirmed designs by mean first).
 - The full grid trains every design once to N epochs with the replay seed's draws: epochs = the
   sum of the curves' lengths (designs x N), answer = the best recorded final error.
 
 Ground truth: a design's true mean final error is the mean of its final-epoch errors over its seeds
 in the table. The top set is every design whose final errors are NOT significantly worse than the
-best design's (the lowest true mean) by a one-sided Welch t-test: ``scipy.stats.ttest_ind(design,
-best, equal_var=False, alternative="greater")``, in the top set when p >= 0.05. A design (or best
+best design's (the lowest true mean) by a one-sided Welch t-test (``resnas.ranking.significantly_worse``:
+``scipy.stats.ttest_ind(design, best, equal_var=False, alternative="greater")``), in the top set when
+p >= 0.05. A design (or best
 design) with fewer than 2 seeds is in the top set only if its mean equals the best mean; when both
 samples have zero variance the test is undefined and a design is in the top set only if its mean
 equals the best mean. Reported per strategy over the replay seeds: median epochs spent (and as a
@@ -41,13 +49,19 @@ answer minus the best true mean).
     python benchmarks/replay.py TABLE.csv --seeds 50
     python benchmarks/replay.py TABLE.csv --seeds 50 --strategies random+none tpe+hyperband "tpe+sh,startup=5,min=2"
     python benchmarks/replay.py TABLE.csv --strategies "tpe+hyperband,probe=2" --reference-gain 1.4
+    python benchmarks/replay.py TABLE.csv --strategies "tpe+sh,probe_dev=0.5,confirm=3,repeats=2" --jobs 2
 
 A strategy is a preset name (``--list``) or ``SAMPLER+PRUNER[,key=value...]`` with sampler
-``tpe|random``, pruner ``hyperband|sh|median|none`` (or the preset ``grid``) and keys ``min`` (min epochs), ``startup``
-(TPE n_startup_trials; default resnas's own choice), ``probe`` (prune before training when |probe
-gain| > probe x the reference gain: the gain of the identity, full pre-activation net of the space's
-deepest design, read from the table, or ``--reference-gain``) and ``trials`` (default: the space's
-``trials``, else the number of designs).
+``tpe|random``, pruner ``hyperband|sh|median|none`` (or the preset ``grid``) and keys ``min`` (min
+epochs), ``startup`` (TPE n_startup_trials; default resnas's own choice), ``probe`` (prune before
+training when |probe gain| > probe x the reference gain), ``probe_dev`` (prune before training when
+|probe gain - reference gain| > probe_dev decades, both sides), ``fidelity`` (0|1, default 1),
+``confirm`` (K, default 0) and ``repeats`` (R, default 2), and ``trials`` (default: the space's
+``trials``, else the number of designs). The reference gain is that of the identity, full
+pre-activation net of the space's deepest design, read from the table, or ``--reference-gain``
+(``benchmarks/proxies.py --compute-reference`` probes it). Reported besides: how often the fidelity
+check fired and the median Spearman it measured; for a probe filter, the epochs it saves against the
+same strategy without it (replayed as well) and the replay seeds in which it pruned a top-set design.
 """
 
 from __future__ import annotations
@@ -67,17 +81,16 @@ from pathlib import Path
 import numpy as np
 import optuna
 from optuna.trial import TrialState
-from scipy import stats
 
 from resnas.probe import reference
-from resnas.search import Search, make_pruner, make_sampler
+from resnas.ranking import TIE_TEST, Design, rank_designs, significantly_worse
+from resnas.search import FidelityCheck, Search, make_pruner, make_sampler
 from resnas.space import Space, load_space
 from resnas.spec import ArchSpec
 
 ALPHA = 0.05
-TEST = ("one-sided Welch t-test (scipy.stats.ttest_ind, equal_var=False, alternative='greater') of each "
-        f"design's final errors against the best design's, alpha {ALPHA}; fewer than 2 seeds: in the top set "
-        "only if its mean equals the best")
+TEST = (f"{TIE_TEST} (resnas.ranking.significantly_worse); fewer than 2 seeds: in the top set only if its "
+        "mean equals the best")
 SAMPLER_KINDS = ("tpe", "random")
 PRUNER_KINDS = ("hyperband", "sh", "median", "none")
 
@@ -166,16 +179,10 @@ def ground_truth(table: Table, alpha: float = ALPHA) -> Truth:
     best = min(table.specs, key=lambda s: means[s])  # ties: the first in the table
     top = []
     for s in table.specs:
-        a, b = finals[s], finals[best]
         if s == best or means[s] <= means[best]:
             top.append(s)
-            continue
-        if len(a) < 2 or len(b) < 2 or (np.var(a) == 0 and np.var(b) == 0):
-            continue  # mean above the best's and no test possible: not in the top set
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            p = stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue
-        if not p < alpha:
+        # None (fewer than 2 seeds of either): mean above the best's and no test possible: not in the top set
+        elif significantly_worse(finals[s], finals[best], alpha) is False:
             top.append(s)
     return Truth(means=means, best=best, top=top)
 
@@ -183,38 +190,66 @@ def ground_truth(table: Table, alpha: float = ALPHA) -> Truth:
 # ---- strategies ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Strategy:
-    """One resnas search strategy: sampler x pruner x min epochs x TPE start-up x probe filter x trials."""
+    """One resnas search strategy: sampler x pruner x min epochs x TPE start-up x probe filter x fidelity
+    check x confirmation x trials."""
 
     name: str
     sampler: str = "tpe"  # tpe | random | grid (the full grid: every design once at N epochs)
-    pruner: str = "hyperband"  # hyperband | sh (SuccessiveHalvingPruner) | none | grid
+    pruner: str = "hyperband"  # hyperband | sh (successive halving) | median | none | grid
     min_epochs: int = 1
     n_startup_trials: int | None = None  # None: resnas's make_sampler choice
     probe: float | None = None  # prune before training when |gain| > probe x reference gain
+    probe_dev: float | None = None  # prune before training when |gain - reference gain| > probe_dev decades
+    fidelity: bool = True  # resnas's fidelity check (resnas.search.FidelityCheck) as a study callback
+    confirm: int = 0  # K: the top K designs by value are trained again with ``repeats`` more seeds
+    repeats: int = 2  # R: the extra seeds of each confirmed design
     trials: int | None = None  # None: the space's trials, else the number of designs
 
     @property
     def grid(self) -> bool:
         return self.sampler == "grid"
 
+    @property
+    def probes(self) -> bool:
+        return self.probe is not None or self.probe_dev is not None
+
     def describe(self) -> str:
         return (f"sampler {self.sampler}, pruner {self.pruner}, min epochs {self.min_epochs}, "
-                f"start-up {self.n_startup_trials or 'resnas'}, probe {self.probe}, trials {self.trials}")
+                f"start-up {self.n_startup_trials or 'resnas'}, probe {self.probe}, probe_dev {self.probe_dev}, "
+                f"fidelity {int(self.fidelity)}, confirm {self.confirm} x {self.repeats} seeds, "
+                f"trials {self.trials}")
 
 
 PRESETS = {
     "random+none": Strategy("random+none", sampler="random", pruner="none"),
-    "tpe+hyperband": Strategy("tpe+hyperband", sampler="tpe", pruner="hyperband"),  # resnas's default today
+    "tpe+hyperband": Strategy("tpe+hyperband", sampler="tpe", pruner="hyperband"),
     "tpe+sh": Strategy("tpe+sh", sampler="tpe", pruner="sh"),
+    "tpe+sh+confirm": Strategy("tpe+sh+confirm", sampler="tpe", pruner="sh", confirm=3, repeats=2),
     "grid": Strategy("grid", sampler="grid", pruner="grid"),
 }
 DEFAULT_STRATEGIES = ("random+none", "tpe+hyperband", "tpe+sh", "grid")
+
+
+def _flag(value: str) -> bool:
+    if value not in ("0", "1"):
+        raise ValueError(f"expected 0 or 1, not {value!r}")
+    return value == "1"
+
+
+def _count(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise ValueError(f"expected a count >= 0, not {value!r}")
+    return n
+
+
 KEYS = {"min": ("min_epochs", int), "startup": ("n_startup_trials", int), "probe": ("probe", float),
-        "trials": ("trials", int)}
+        "probe_dev": ("probe_dev", float), "fidelity": ("fidelity", _flag), "confirm": ("confirm", _count),
+        "repeats": ("repeats", _count), "trials": ("trials", int)}
 
 
 def parse_strategy(text: str) -> Strategy:
-    """A preset name or ``SAMPLER+PRUNER[,key=value...]`` (keys: min, startup, probe, trials)."""
+    """A preset name or ``SAMPLER+PRUNER[,key=value...]`` (keys: see KEYS)."""
     head, *options = [t.strip() for t in text.split(",")]
     if head in PRESETS:
         strategy = PRESETS[head]
@@ -233,7 +268,10 @@ def parse_strategy(text: str) -> Strategy:
         if not sep or key not in KEYS:
             raise ValueError(f"strategy {text!r}: {option!r}: expected key=value with key in {', '.join(KEYS)}")
         field, kind = KEYS[key]
-        changes[field] = kind(value)
+        try:
+            changes[field] = kind(value)
+        except ValueError as e:
+            raise ValueError(f"strategy {text!r}: {option!r}: {e}") from None
     return dataclasses.replace(strategy, name=text, **changes)
 
 
@@ -256,15 +294,20 @@ def build_sampler(strategy: Strategy, table: Table, seed: int) -> optuna.sampler
     return sampler
 
 
-def build_pruner(strategy: Strategy, table: Table) -> optuna.pruners.BasePruner:
-    """resnas's own pruner (make_pruner) for hyperband / none; Optuna's SuccessiveHalvingPruner for sh."""
+def build_search(strategy: Strategy, table: Table) -> Search:
+    """The resnas Search the strategy runs: the table's space with the strategy's pruner and min epochs."""
     n = table.max_epochs
     if strategy.min_epochs > n:
         raise ValueError(f"strategy {strategy.name}: min epochs {strategy.min_epochs} above the table's {n}")
-    if strategy.pruner == "sh":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=strategy.min_epochs, reduction_factor=3)
-    space = dataclasses.replace(table.space, pruner=strategy.pruner, min_epochs=strategy.min_epochs, max_epochs=n)
-    return make_pruner(Search(space=space, epochs=n))
+    kind = "successive_halving" if strategy.pruner == "sh" else strategy.pruner
+    space = dataclasses.replace(table.space, pruner=kind, min_epochs=strategy.min_epochs, max_epochs=n,
+                                trials=trial_budget(strategy, table))
+    return Search(space=space, epochs=n)
+
+
+def build_pruner(strategy: Strategy, table: Table) -> optuna.pruners.BasePruner:
+    """resnas's own pruner (make_pruner) for hyperband / sh (successive_halving) / median / none."""
+    return make_pruner(build_search(strategy, table))
 
 
 def reference_gain(table: Table) -> float | None:
@@ -276,11 +319,24 @@ def reference_gain(table: Table) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def probe_fails(strategy: Strategy, gain: float | None, ref_gain: float | None) -> bool:
+    """Whether the probe filter prunes a design of this gain before training (no gain: never)."""
+    if gain is None or not strategy.probes:
+        return False
+    if strategy.probe is not None and not abs(gain) <= strategy.probe * ref_gain:
+        return True
+    return strategy.probe_dev is not None and not abs(gain - ref_gain) <= strategy.probe_dev
+
+
 # ---- one replay ----------------------------------------------------------------------------------
 @dataclass
 class Outcome:
     answer: str | None
     epochs: int
+    fidelity: float | None = None  # the Spearman the fidelity check measured (None: no check made)
+    raised: bool = False  # the fidelity check raised the min epochs
+    probe_pruned: frozenset = frozenset()  # designs the probe filter pruned
+    confirmed: tuple = ()  # (spec, errors) of the confirmed designs, answer first
 
 
 def draw_k(table: Table, replay_seed: int, spec: str) -> int:
@@ -288,6 +344,14 @@ def draw_k(table: Table, replay_seed: int, spec: str) -> int:
     rng = np.random.default_rng([replay_seed, zlib.crc32(spec.encode())])
     seeds = table.seeds[spec]
     return seeds[int(rng.integers(len(seeds)))]
+
+
+def confirm_seeds(table: Table, spec: str, k: int, repeats: int) -> list[int]:
+    """The ``repeats`` seeds that confirm (spec, k): the table's seeds of spec after k, cyclically (fewer
+    when the table has fewer than 1 + repeats seeds of it)."""
+    seeds = table.seeds[spec]
+    i = seeds.index(k)
+    return [seeds[(i + j) % len(seeds)] for j in range(1, min(repeats, len(seeds) - 1) + 1)]
 
 
 def replay_grid(table: Table, replay_seed: int) -> Outcome:
@@ -307,11 +371,13 @@ def replay_study(strategy: Strategy, table: Table, replay_seed: int, in_chans: i
     """One in-memory study of ``strategy`` against the table, ``trial_budget`` trials."""
     if strategy.grid:
         return replay_grid(table, replay_seed)
+    if strategy.probes and ref_gain is None:
+        raise ValueError(f"strategy {strategy.name}: the probe filter needs a reference gain")
     space, n = table.space, table.max_epochs
-    limit = None if strategy.probe is None else strategy.probe * ref_gain
     spent = [0]
     completed: dict[str, float] = {}  # design -> value of its first completed trial
     designs: dict[int, str] = {}  # trial number -> its design
+    pruned_by_probe: set[str] = set()
 
     def objective(trial: optuna.Trial) -> float:
         spec = str(space.suggest(trial, in_chans=in_chans, num_classes=table.num_classes))
@@ -321,10 +387,9 @@ def replay_study(strategy: Strategy, table: Table, replay_seed: int, in_chans: i
         if spec in completed:  # resnas records a duplicate of the completed trial: no training
             return completed[spec]
         k = draw_k(table, replay_seed, spec)
-        if limit is not None:
-            gain = table.gains.get((spec, k))
-            if gain is not None and not abs(gain) <= limit:
-                raise optuna.TrialPruned("probe")
+        if probe_fails(strategy, table.gains.get((spec, k)), ref_gain):
+            pruned_by_probe.add(spec)
+            raise optuna.TrialPruned("probe")
         curve = table.curves[(spec, k)]
         for epoch, error in enumerate(curve, start=1):
             error = error if math.isfinite(error) else table.chance
@@ -336,15 +401,38 @@ def replay_study(strategy: Strategy, table: Table, replay_seed: int, in_chans: i
         completed[spec] = value
         return value
 
+    search = build_search(strategy, table)
     study = optuna.create_study(study_name=f"{space.name}-{replay_seed}", direction="minimize",
-                                sampler=build_sampler(strategy, table, replay_seed),
-                                pruner=build_pruner(strategy, table))
-    study.optimize(objective, n_trials=trial_budget(strategy, table))
+                                sampler=build_sampler(strategy, table, replay_seed), pruner=make_pruner(search))
+    callbacks = [FidelityCheck(search)] if strategy.fidelity else []
+    study.optimize(objective, n_trials=trial_budget(strategy, table), callbacks=callbacks)
+    fidelity = study.user_attrs.get("fidelity")
+    extra = dict(fidelity=None if fidelity is None else fidelity["spearman"],
+                 raised=bool(fidelity and fidelity["min_epochs"] > fidelity["low"]),
+                 probe_pruned=frozenset(pruned_by_probe))
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if not done:
-        return Outcome(answer=None, epochs=spent[0])
-    best = min(done, key=lambda t: (t.value, t.number))
-    return Outcome(answer=designs[best.number], epochs=spent[0])
+        return Outcome(answer=None, epochs=spent[0], **extra)
+    ranked = sorted(done, key=lambda t: (t.value, t.number))
+    if strategy.confirm == 0:
+        return Outcome(answer=designs[ranked[0].number], epochs=spent[0], **extra)
+    # confirmation: the top K distinct designs by value, each trained again with R more seeds at N epochs
+    candidates: list[Design] = []
+    for t in ranked:
+        spec = designs[t.number]
+        if len(candidates) == strategy.confirm:
+            break
+        if any(d.spec == spec for d in candidates):
+            continue
+        k = draw_k(table, replay_seed, spec)
+        errors = [t.value]
+        for e in confirm_seeds(table, spec, k, strategy.repeats):
+            errors.append(table.final(spec, e))
+            spent[0] += len(table.curves[(spec, e)])
+        candidates.append(Design(spec, errors, trials=[t.number]))
+    ranked_designs = rank_designs(candidates)
+    return Outcome(answer=ranked_designs[0].spec, epochs=spent[0],
+                   confirmed=tuple((d.spec, tuple(d.errors)) for d in ranked_designs), **extra)
 
 
 # ---- a strategy over many seeds ------------------------------------------------------------------
@@ -357,6 +445,10 @@ class Summary:
     regrets: list[float]
     no_answer: int
     seconds: float
+    fidelity: list[float | None] = dataclasses.field(default_factory=list)  # Spearman per seed (None: no check)
+    raised: list[bool] = dataclasses.field(default_factory=list)
+    top_probe_pruned: list[bool] = dataclasses.field(default_factory=list)  # a top-set design probe-pruned
+    probe_saved: float | None = None  # 1 - epochs / epochs of the same strategy without the probe filter
 
     @property
     def median_epochs(self) -> float:
@@ -370,11 +462,25 @@ class Summary:
     def median_regret(self) -> float:
         return float(statistics.median(self.regrets))
 
+    @property
+    def fired(self) -> float:
+        """The fraction of replay seeds where the fidelity check raised the min epochs."""
+        return sum(self.raised) / len(self.raised) if self.raised else 0.0
+
+    @property
+    def checked(self) -> int:
+        return sum(r is not None for r in self.fidelity)
+
+    @property
+    def median_fidelity(self) -> float | None:
+        values = [r for r in self.fidelity if r is not None]
+        return float(statistics.median(values)) if values else None
+
 
 def replay(strategy: Strategy, table: Table, seeds: int, truth: Truth | None = None, in_chans: int = 1,
            ref_gain: float | None = None, first_seed: int = 0) -> Summary:
     truth = truth or ground_truth(table)
-    if strategy.probe is not None and ref_gain is None:
+    if strategy.probes and ref_gain is None:
         ref_gain = reference_gain(table)
         if ref_gain is None:
             raise ValueError(f"strategy {strategy.name}: the table has no reference net; give --reference-gain")
@@ -384,14 +490,56 @@ def replay(strategy: Strategy, table: Table, seeds: int, truth: Truth | None = N
     return Summary(strategy=strategy, trials=None if strategy.grid else trial_budget(strategy, table),
                    epochs=[o.epochs for o in outcomes], in_top=[o.answer in top for o in outcomes],
                    regrets=[truth.regret(o.answer) for o in outcomes],
-                   no_answer=sum(o.answer is None for o in outcomes), seconds=time.perf_counter() - start)
+                   no_answer=sum(o.answer is None for o in outcomes), seconds=time.perf_counter() - start,
+                   fidelity=[o.fidelity for o in outcomes], raised=[o.raised for o in outcomes],
+                   top_probe_pruned=[bool(o.probe_pruned & top) for o in outcomes])
+
+
+def without_probe(strategy: Strategy) -> Strategy:
+    return dataclasses.replace(strategy, name=f"{strategy.name} (no probe)", probe=None, probe_dev=None)
+
+
+def _key(strategy: Strategy) -> Strategy:
+    return dataclasses.replace(strategy, name="")
+
+
+def replay_all(strategies: list[Strategy], table: Table, seeds: int, truth: Truth, in_chans: int = 1,
+               ref_gain: float | None = None, jobs: int = 1) -> list[Summary]:
+    """Every strategy; a probe-filtered one also gets ``probe_saved`` against the same strategy without the
+    filter (replayed too when it is not among the strategies, not reported as a row)."""
+    todo = list(strategies)
+    keys = {_key(s) for s in strategies}
+    for s in strategies:
+        if s.probes and _key(without_probe(s)) not in keys:
+            todo.append(without_probe(s))
+            keys.add(_key(without_probe(s)))
+    args = [(s, table, seeds, truth, in_chans, ref_gain) for s in todo]
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(jobs) as pool:
+            summaries = list(pool.map(_replay_args, args))
+    else:
+        summaries = [replay(*a) for a in args]
+    by_key = {_key(s.strategy): s for s in summaries}
+    for s in summaries:
+        if s.strategy.probes:
+            base = by_key[_key(without_probe(s.strategy))]
+            s.probe_saved = 1.0 - sum(s.epochs) / sum(base.epochs) if sum(base.epochs) else 0.0
+    return summaries[:len(strategies)]
+
+
+def _replay_args(args) -> Summary:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return replay(*args)
 
 
 def grid_epochs(table: Table, seeds: int, first_seed: int = 0) -> float:
     return float(statistics.median(replay_grid(table, s).epochs for s in range(first_seed, first_seed + seeds)))
 
 
-def report(table: Table, truth: Truth, summaries: list[Summary], seeds: int, name: str = "") -> str:
+def report(table: Table, truth: Truth, summaries: list[Summary], seeds: int, name: str = "",
+           ref_gain: float | None = None) -> str:
     """The Markdown report: ground truth, then one row per strategy."""
     grid = grid_epochs(table, seeds)
     top = sorted(truth.top, key=truth.means.get)
@@ -400,17 +548,29 @@ def report(table: Table, truth: Truth, summaries: list[Summary], seeds: int, nam
              f"Ground truth: top set {len(truth.top)} of {len(table.specs)} designs "
              f"(best true mean final error {truth.best_mean:.4f}: {truth.best}). Top set: the designs not "
              f"significantly worse than the best by a {TEST}.", "",
-             "Top set, best first: " + "; ".join(f"`{s}` ({truth.means[s]:.4f})" for s in top), "",
-             "| strategy | trials | median epochs | fraction of grid | P(answer in top set) | median regret "
-             "| no answer | seconds |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Top set, best first: " + "; ".join(f"`{s}` ({truth.means[s]:.4f})" for s in top), ""]
+    if any(s.strategy.probes for s in summaries):
+        lines += [f"Probe filter reference gain: {ref_gain if ref_gain is not None else reference_gain(table)}.", ""]
+    lines += ["| strategy | trials | median epochs | fraction of grid | P(answer in top set) | median regret "
+              "| no answer | fidelity fired | median fidelity Spearman | probe saves | top set probe-pruned "
+              "| seconds |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
+        rho = s.median_fidelity
+        fidelity = "-" if s.strategy.grid or not s.strategy.fidelity else f"{s.fired:.2f} ({s.checked} checked)"
         lines.append(f"| {s.strategy.name} | {s.trials if s.trials is not None else len(table.specs)} "
                      f"| {s.median_epochs:g} | {s.median_epochs / grid:.2f} | {s.p_top:.2f} "
-                     f"| {s.median_regret:.4f} | {s.no_answer} | {s.seconds:.1f} |")
+                     f"| {s.median_regret:.4f} | {s.no_answer} | {fidelity} "
+                     f"| {'-' if rho is None else f'{rho:+.2f}'} "
+                     f"| {'-' if s.probe_saved is None else f'{s.probe_saved:.0%}'} "
+                     f"| {sum(s.top_probe_pruned) if s.strategy.probes else '-'} | {s.seconds:.1f} |")
     lines += ["", "Epochs: candidate-epochs reported (a duplicate of a completed design costs 0, a "
-              "probe-filtered trial 0). Regret: true mean final error of the answer minus the best true mean; "
-              "a study with no completed trial counts as a miss with the worst design's regret."]
+              "probe-filtered trial 0, a confirmation run N). Regret: true mean final error of the answer minus "
+              "the best true mean; a study with no completed trial counts as a miss with the worst design's "
+              "regret. Fidelity fired: the fraction of replay seeds whose fidelity check raised the min epochs "
+              "(checked: seeds where the check was made). Probe saves: 1 - total epochs / total epochs of the "
+              "same strategy without the probe filter (same seeds). Top set probe-pruned: replay seeds in which "
+              "the probe filter pruned a top-set design at least once."]
     return "\n".join(lines) + "\n"
 
 
@@ -425,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-classes", type=int, default=10, help="classes of the table's data [10: digits]")
     parser.add_argument("--reference-gain", type=float, default=None,
                         help="the probe filter's reference gain [the table's reference net]")
+    parser.add_argument("--jobs", type=int, default=1, help="processes replaying strategies in parallel [1]")
     parser.add_argument("--list", action="store_true", help="list the preset strategies and exit")
     args = parser.parse_args(argv)
     if args.list:
@@ -443,12 +604,21 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     table = load_table(args.table, num_classes=args.num_classes)
     truth = ground_truth(table)
+    ref_gain = args.reference_gain
+    if ref_gain is None and any(s.probes for s in strategies):
+        ref_gain = reference_gain(table)
+        if ref_gain is None:
+            print("replay: the table has no reference net for the probe filter; give --reference-gain",
+                  file=sys.stderr)
+            return 2
+    start = time.perf_counter()
     try:
-        summaries = [replay(s, table, args.seeds, truth, args.in_chans, args.reference_gain) for s in strategies]
+        summaries = replay_all(strategies, table, args.seeds, truth, args.in_chans, ref_gain, args.jobs)
     except (KeyError, ValueError) as e:
         print(f"replay: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    print(report(table, truth, summaries, args.seeds, Path(args.table).stem), end="")
+    print(report(table, truth, summaries, args.seeds, Path(args.table).stem, ref_gain), end="")
+    print(f"\nWall time: {time.perf_counter() - start:.1f} s")
     return 0
 
 

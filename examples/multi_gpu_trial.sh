@@ -7,7 +7,8 @@
 #   NUM_PROCESSES=4 SPACE=paper_table2 DATASET=cifar10 DATA_DIR=~/data bash examples/multi_gpu_trial.sh
 #   NUM_PROCESSES=2 ACCELERATE_USE_CPU=1 EPOCHS=1 bash examples/multi_gpu_trial.sh   # no GPU: 2 CPU processes
 #
-# Environment: NUM_PROCESSES (default: the GPUs here, or 1), SPACE (default), TRIALS (1), EPOCHS (the space's),
+# Environment: NUM_PROCESSES (default: the GPUs here, or 1), SPACE (default), TRIALS (1), EPOCHS (the space's), CONFIRM (3: the best
+# designs trained again with 2 more seeds, on all processes too),
 # DATASET and DATA_DIR (the space's), STORAGE (sqlite:///resnas.db), STUDY (the space's name),
 # MAIN_PROCESS_PORT (29500; 0 picks a free one). Run it again to add trials to the same study.
 set -euo pipefail
@@ -16,6 +17,7 @@ NUM_PROCESSES=${NUM_PROCESSES:-$(python -c "import torch; print(max(1, torch.cud
 
 search=(--space "${SPACE:-default}" --trials "${TRIALS:-1}" --storage "${STORAGE:-sqlite:///resnas.db}")
 if [[ -n ${EPOCHS:-} ]]; then search+=(--epochs "$EPOCHS"); fi
+if [[ -n ${CONFIRM:-} ]]; then search+=(--confirm "$CONFIRM"); fi
 if [[ -n ${DATASET:-} ]]; then search+=(--dataset "$DATASET"); fi
 if [[ -n ${DATA_DIR:-} ]]; then search+=(--data-dir "$DATA_DIR"); fi
 if [[ -n ${STUDY:-} ]]; then search+=(--study "$STUDY"); fi

@@ -39,13 +39,14 @@ def main() -> None:
     parser.add_argument("--storage", default="sqlite:///resnas.db", help="Optuna storage URL")
     parser.add_argument("--study", help="study name [default: the space's name]")
     parser.add_argument("--seed", type=int, help="sampler and training seed [default: the space's]")
+    parser.add_argument("--confirm", type=int, default=3, help="best designs trained again with 2 more seeds [3]")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # print_trial reports each trial instead
 
     space = load_space(args.space)
     print(f"space {space.name} ({space.sampler} + {space.pruner}, dataset {space.dataset}): {space.description}")
     search = Search(space, storage=args.storage, study_name=args.study, trials=args.trials, epochs=args.epochs,
-                    seed=args.seed, callbacks=[print_trial])
+                    seed=args.seed, callbacks=[print_trial], confirm=args.confirm)
     study = run_search(search)  # an optuna.Study: study.trials_dataframe(), optuna.visualization, ...
 
     ranked = ranked_trials(study)  # completed trials, best first (study.best_trial for one objective)

@@ -8,7 +8,7 @@
 #   WORKERS=2 TRIALS=2 EPOCHS=1 bash examples/workers.sh          # no GPU: 2 CPU worker processes
 #
 # Environment: DEVICES (cuda:0,cuda:1,... or cpu,cpu), else WORKERS (default: the GPUs here, or 1; N workers
-# on N GPUs when there are, else N CPU processes), SPACE (default), TRIALS (the space's), EPOCHS (the space's),
+# on N GPUs when there are, else N CPU processes), SPACE (default), TRIALS (the space's), EPOCHS (the space's), CONFIRM (3),
 # DATASET and DATA_DIR, STORAGE (sqlite:///resnas.db; WAL mode lets the workers share it), STUDY.
 # More machines on one study: the same command with a PostgreSQL --storage (examples/cluster/).
 set -euo pipefail
@@ -24,6 +24,7 @@ else
 fi
 if [[ -n ${TRIALS:-} ]]; then search+=(--trials "$TRIALS"); fi
 if [[ -n ${EPOCHS:-} ]]; then search+=(--epochs "$EPOCHS"); fi
+if [[ -n ${CONFIRM:-} ]]; then search+=(--confirm "$CONFIRM"); fi  # best designs retrained with 2 more seeds [3]
 if [[ -n ${DATASET:-} ]]; then search+=(--dataset "$DATASET"); fi
 if [[ -n ${DATA_DIR:-} ]]; then search+=(--data-dir "$DATA_DIR"); fi
 if [[ -n ${STUDY:-} ]]; then search+=(--study "$STUDY"); fi

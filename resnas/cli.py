@@ -312,6 +312,9 @@ def spaces() -> None:
               help="Seconds between a trial's heartbeats; silent for twice that, it is failed and retried.")
 @click.option("--probe-max-gain", type=click.FloatRange(min=0),
               help="Prune a candidate before training when its probe |gain| (log10 gradient ratio) exceeds X.")
+@click.option("--probe-max-deviation", type=click.FloatRange(min=0),
+              help="Prune a candidate before training when its probe gain lies more than D decades from that of "
+                   "its reference net (identity, full pre-activation, same depth); 0.5 on Table 1 (BENCHMARKS.md).")
 @click.option("--budget-epochs", type=click.IntRange(min=1),
               help="Stop after N candidate-epochs (confirmation included) instead of a number of trials.")
 @click.option("--confirm", type=click.IntRange(min=0), default=3, show_default=True,
@@ -324,7 +327,8 @@ def spaces() -> None:
                    "so that their samplers draw different candidates.")
 def search(space_name: str, dataset: str | None, data_dir: str | None, storage: str | None, study_name: str | None,
            trials: int | None, timeout: float | None, epochs: int | None, seed: int | None, devices: str | None,
-           workers: int | None, heartbeat: int, probe_max_gain: float | None, budget_epochs: int | None,
+           workers: int | None, heartbeat: int, probe_max_gain: float | None, probe_max_deviation: float | None,
+           budget_epochs: int | None,
            confirm: int, confirm_seeds: int, top: int, worker_index: int) -> None:
     """Search the space's residual-unit designs on a data set with Optuna.
 
@@ -347,7 +351,8 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
         device_list = _devices(devices, workers)
         job = Search(space, storage=storage, study_name=study_name, dataset=dataset, data_dir=data_dir,
                      trials=trials, timeout=timeout, epochs=epochs, seed=seed, heartbeat=heartbeat,
-                     probe_max_gain=probe_max_gain, worker=worker_index, budget_epochs=budget_epochs,
+                     probe_max_gain=probe_max_gain, probe_max_deviation=probe_max_deviation, worker=worker_index,
+                     budget_epochs=budget_epochs,
                      confirm=confirm, repeats=confirm_seeds)
         if budget_epochs is not None and trials is not None:
             raise UserError("budget-epochs: give --budget-epochs or --trials, not both")

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from .export import export
 from .network import build
-from .probe import probe
+from .probe import probe, reference
 from .ranking import Design, rank_designs
 from .record import (
     ARTIFACT_FILES,
@@ -33,6 +33,7 @@ from .record import (
     TrialRecord,
     duplicate_reason,
     error_reason,
+    probe_deviation_reason,
     probe_reason,
     pruned_reason,
     trained,
@@ -78,6 +79,7 @@ class Objective:
         self.recipe = search_recipe(data.name, search.space.recipe, search.max_epochs)
         self.seed = search.run_seed
         self.probe_batch = None  # one validation batch, taken by the first probe
+        self.reference_gains: dict[str, float] = {}
 
     def __call__(self, trial: optuna.Trial, real_trial: optuna.Trial | None = None):
         """``real_trial``: the Optuna trial behind a TorchDistributedTrial (main process only)."""
@@ -155,11 +157,29 @@ class Objective:
         record.probe_shortcut_term = result.shortcut_term
         record.probe_grad_norms = [float(f"{g:.4g}") for g in result.grad_norms]
         record.save(trial, "probe_gain", "probe_slope", "probe_shortcut_term", "probe_grad_norms")
-        limit = self.search.probe_max_gain
+        limit, deviation = self.search.probe_max_gain, self.search.probe_max_deviation
+        reason = None
         if limit is not None and not abs(result.gain) <= limit:
-            record.status, record.reason = Status.PRUNED, probe_reason(result.gain, limit)
+            reason = probe_reason(result.gain, limit)
+        elif deviation is not None:
+            # two-sided: failing shortcuts gain too much, exclusive gates far too little (BENCHMARKS.md)
+            record.probe_vs_reference = round(result.gain - self.reference_gain(spec, device), 4)
+            record.save(trial, "probe_vs_reference")
+            if not abs(record.probe_vs_reference) <= deviation:
+                reason = probe_deviation_reason(record.probe_vs_reference, deviation)
+        if reason is not None:
+            record.status, record.reason = Status.PRUNED, reason
             record.save(trial, "status", "reason")
             raise optuna.TrialPruned(record.reason)
+
+    def reference_gain(self, spec, device: str) -> float:
+        """The probe gain of ``spec``'s reference net (identity, full pre-activation, same depth), probed
+        as the candidates are (same batch and seed), once per reference."""
+        ref = reference(spec)
+        if str(ref) not in self.reference_gains:
+            torch.manual_seed(self.seed)
+            self.reference_gains[str(ref)] = probe(build(ref).to(device), *self.probe_batch, seed=self.seed).gain
+        return self.reference_gains[str(ref)]
 
     def train(self, trial: optuna.Trial, record: TrialRecord, spec):
         """Train the candidate from its epoch checkpoint (if a crash left one), reporting every epoch."""

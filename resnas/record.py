@@ -23,7 +23,8 @@ from typing import Any
 from .export import CONFIG, WEIGHTS
 
 __all__ = ["ARTIFACT_FILES", "ARTIFACT_PREFIX", "INTERRUPTED", "Status", "StudyRecord", "TrialRecord",
-           "duplicate_reason", "epochs_spent", "error_reason", "probe_reason", "pruned_reason", "status_of", "trained"]
+           "duplicate_reason", "epochs_spent", "error_reason", "probe_deviation_reason", "probe_reason",
+           "pruned_reason", "status_of", "trained"]
 
 
 class Status(str, enum.Enum):
@@ -52,6 +53,10 @@ INTERRUPTED = "interrupted"  # the reason of a trial Ctrl-C stopped (status fail
 
 def probe_reason(gain: float, limit: float) -> str:
     return f"probe: |gain| {abs(gain):.2f} > {limit:g}"
+
+
+def probe_deviation_reason(vs_reference: float, limit: float) -> str:
+    return f"probe: gain {vs_reference:+.2f} vs the reference net, beyond ±{limit:g}"
 
 
 def pruned_reason(pruner: str, epoch: int) -> str:
@@ -91,6 +96,7 @@ class TrialRecord:
     probe_slope: float | None = None
     probe_shortcut_term: float | None = None
     probe_grad_norms: list[float] | None = None
+    probe_vs_reference: float | None = None  # gain minus the reference net's (with --probe-max-deviation)
     checkpoint_of: int | None = None  # the first trial of a retry chain: whose epoch checkpoints it resumes
     retry_of: int | None = None  # the Ctrl-C-interrupted trial this one retries
     resumed_from_epoch: int | None = None

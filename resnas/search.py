@@ -72,6 +72,7 @@ class Search:
     on_epoch: Any = None  # on_epoch(trial_number, EpochReport), for a live display
     heartbeat: int | None = 60  # seconds; a trial silent for twice this is stale (RDB storages)
     probe_max_gain: float | None = None  # prune before training when the probe's |gain| exceeds this
+    probe_max_deviation: float | None = None  # ... when |gain - the reference net's gain| exceeds this
     worker: int = 0  # this process's index among those started together on one study (sampler seeds)
     grid: list[dict[str, Any]] | None = None  # the grid points this run covers [default: the space's whole grid]
     confirm: int = 3  # after the budget, the best designs trained again with more seeds (0: none)

@@ -44,7 +44,7 @@ def _best(trials):
 def test_quick_search_prints_the_best_trial_and_its_timm_model(tmp_path):
     db = tmp_path / "quick.db"
     out = _run([sys.executable, EXAMPLES / "quick_search.py", "--trials", "2", "--epochs", "1",
-                "--storage", f"sqlite:///{db}"], tmp_path)
+                "--storage", f"sqlite:///{db}", "--confirm", "0"], tmp_path)
     trials = _trials(db, "default")
     assert len(trials) == 2 and all(t.state == TrialState.COMPLETE and t.user_attrs["status"] == "ok" for t in trials)
     assert len(re.findall(r"^trial \d+: ok, val_error ", out, re.M)) == 2  # the study callback, once per trial
@@ -79,7 +79,7 @@ def test_custom_space_yaml_runs_with_resnas_search(tmp_path):
     assert set(space.choices["shortcut"]) == {"identity", "exclusive_gate", "shortcut_gate"}
     db = tmp_path / "gates.db"
     out = _run([BIN / "resnas", "search", "--space", space_file, "--trials", "2", "--epochs", "1",
-                "--storage", f"sqlite:///{db}"], tmp_path)
+                "--storage", f"sqlite:///{db}", "--confirm", "0"], tmp_path)
     assert "best of gates" in out
     study = optuna.load_study(study_name="gates", storage=f"sqlite:///{db}")
     assert study.user_attrs["space"] == "gates" and study.user_attrs["space_file"] == str(space_file)
@@ -100,14 +100,17 @@ def test_multi_gpu_trial_sh_trains_one_trial_on_two_cpu_processes(tmp_path):
     assert "accelerate launch --num_processes 2:" in out
     assert out.count("best of default") == 1  # only the main process reports
     trials = _trials(db, "default")
-    assert len(trials) == 1 and trials[0].state == TrialState.COMPLETE
+    # the search's one trial, then its design confirmed with 2 more seeds, each on both processes too
+    assert [t.user_attrs.get("repeat") for t in trials] == [None, 1, 2]
+    assert all(t.state == TrialState.COMPLETE and t.user_attrs["status"] == "ok" for t in trials)
+    assert len({t.user_attrs["seed"] for t in trials}) == 3
     assert trials[0].user_attrs["status"] == "ok" and trials[0].user_attrs["epochs"] == 1
     assert trials[0].user_attrs["val_error"] == [trials[0].value]  # the one epoch, gathered over both processes
 
 
 def test_workers_sh_runs_two_cpu_workers_on_one_study(tmp_path):
     db = tmp_path / "workers.db"
-    out = _run(["bash", EXAMPLES / "workers.sh"], tmp_path, WORKERS="2", TRIALS="2", EPOCHS="1",
+    out = _run(["bash", EXAMPLES / "workers.sh"], tmp_path, WORKERS="2", TRIALS="2", EPOCHS="1", CONFIRM="0",
                STORAGE=f"sqlite:///{db}")
     assert "workers: 2" in out and out.count("best of default") == 1
     trials = _trials(db, "default")

@@ -120,7 +120,7 @@ def test_export_retrains_with_the_searchs_seed_and_reproduces_the_trial(tmp_path
     space, db = tmp_path / "seeded.yaml", tmp_path / "s.db"
     space.write_text(SEEDED)
     url = f"sqlite:///{db}"
-    assert main(["search", "--space", str(space), "--storage", url, "--seed", "11"]) == 0  # not the space's 3
+    assert main(["search", "--space", str(space), "--storage", url, "--seed", "11", "--confirm", "0"]) == 0  # not the space's 3
     study = optuna.load_study(study_name="seeded", storage=url)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs["status"] == "ok"]
     assert len(done) == 4 and study.user_attrs["seed"] == 11

@@ -36,7 +36,7 @@ def grid(tmp_path):
 
 
 def _cmd(space, db, *extra):
-    return [sys.executable, "-m", "resnas", "search", "--space", str(space), "--storage", f"sqlite:///{db}",
+    return [sys.executable, "-m", "resnas", "search", "--space", str(space), "--storage", f"sqlite:///{db}", "--confirm", "0",
             "--heartbeat", "1", *extra]
 
 
@@ -177,7 +177,8 @@ def test_thirty_candidates_leave_no_growing_memory(tmp_path):
         with open("/proc/self/statm") as f:
             rss.append(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20)
 
-    study = run_search(Search(parse_space(MEMORY), storage=f"sqlite:///{tmp_path}/m.db", callbacks=[measure]))
+    study = run_search(Search(parse_space(MEMORY), storage=f"sqlite:///{tmp_path}/m.db", callbacks=[measure],
+                                     confirm=0))
     trials = study.trials
     assert len(trials) == len(rss) == 30
     # every trial trained its own design (not a duplicate of an earlier one) for at least one epoch

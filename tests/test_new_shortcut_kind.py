@@ -102,7 +102,7 @@ def test_probe_takes_the_term_from_the_row():
 def test_a_search_trains_the_new_kind(tmp_path):
     path = tmp_path / "learned.yaml"
     path.write_text(SPACE)
-    study = run_search(Search(load_space(path), storage=f"sqlite:///{tmp_path / 's.db'}"))
+    study = run_search(Search(load_space(path), storage=f"sqlite:///{tmp_path / 's.db'}", confirm=0))
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
     for t in trials:

@@ -2,7 +2,6 @@
 
 import csv
 import importlib.util
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,7 +64,9 @@ def table_path(tmp_path_factory):
     best = next(s for s in specs if "act=preact" in s and "shortcut=identity" in s)  # the reference net
     others = [s for s in specs if s != best]
     finals = {best: BEST, **dict(zip(others, TIES + WORSE)), }
-    gains = {s: (5.0 if s in others[2:] else 1.0) for s in specs}  # the worse designs "fail" the probe
+    # the worse designs "fail" the probe: two far above the reference's gain (1.0), one far below it
+    # (as exclusive gates with a negative bias do); the ties sit 0.2 decades above it
+    gains = {best: 1.0, **{s: 1.2 for s in others[:2]}, **dict(zip(others[2:], (5.0, 5.0, 0.2)))}
     with (folder / "synth.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["spec", "seed", "epoch", "val_error", "train_loss", "seconds", "params", "macs",
@@ -156,12 +157,149 @@ def test_bad_strategy_is_refused():
         replay.parse_strategy("tpe+sh,warmup=3")
 
 
-def test_script_prints_the_markdown_table(table_path):
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "replay.py"), str(table_path[0]), "--seeds", "5"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "| strategy | trials | median epochs | fraction of grid | P(answer in top set) | median regret" \
-        in run.stdout
-    assert "top set 3 of 6 designs" in run.stdout
+def test_main_prints_the_markdown_table(table_path, capsys):
+    # in process (a subprocess would spend most of the test importing torch again)
+    assert replay.main([str(table_path[0]), "--seeds", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "| strategy | trials | median epochs | fraction of grid | P(answer in top set) | median regret" in out
+    assert "top set 3 of 6 designs" in out and "Wall time:" in out
     for name in replay.DEFAULT_STRATEGIES:
-        assert f"| {name} |" in run.stdout
+        assert f"| {name} |" in out
+    assert replay.main([str(table_path[0]), "--seeds", "3", "--jobs", "2", "--strategies",
+                        "tpe+sh,probe_dev=0.5", "tpe+sh+confirm"]) == 0
+    out = capsys.readouterr().out
+    assert "| tpe+sh,probe_dev=0.5 |" in out and "| tpe+sh+confirm |" in out and "(no probe)" not in out
+
+
+# ---- issue 13: the product's pruner, the fidelity check, confirmation, the two-sided probe filter ------
+def _write_table(folder: Path, name: str, space_text: str, finals_of, curve_of, gain_of=lambda s, k: 1.0):
+    """NAME.csv + NAME.yaml: per design (the space's own strings, in order) i its finals_of(i) per seed
+    and curve_of(i, k, final) per epoch."""
+    (folder / f"{name}.yaml").write_text(space_text.replace("name: synth", f"name: {name}"))
+    space = load_space(folder / f"{name}.yaml")
+    specs = [str(s) for s in space.specs(in_chans=1, num_classes=10)]
+    with (folder / f"{name}.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["spec", "seed", "epoch", "val_error", "train_loss", "seconds", "params", "macs",
+                         "probe_gain"])
+        for i, s in enumerate(specs):
+            for k, final in enumerate(finals_of(i)):
+                for epoch, error in enumerate(curve_of(i, k, final), start=1):
+                    writer.writerow([s, k, epoch, f"{error:.4f}", 1.0, 0.1, 1000, 10000, gain_of(s, k)])
+    return replay.load_table(folder / f"{name}.csv"), specs
+
+
+SPACE12 = SPACE.replace("act: [preact, original, bn_after_add]",
+                        "act: [preact, original, bn_after_add, relu_before_add]").replace(
+    "    conv1x1: {}\n", "    conv1x1: {}\n    dropout: {drop: [0.5]}\n")
+
+
+@pytest.fixture(scope="module")
+def fidelity_tables(tmp_path_factory):
+    """Two 12-design tables with the same finals: in one the epoch-1 errors rank designs as the finals do,
+    in the other in reverse."""
+    folder = tmp_path_factory.mktemp("fidelity")
+    finals = lambda i: [0.10 + 0.05 * i + 0.001 * k for k in range(3)]  # noqa: E731
+    agree, specs = _write_table(folder, "agree", SPACE12, finals,
+                                lambda i, k, final: [final + 0.2, final + 0.1, final])
+    disagree, _ = _write_table(folder, "disagree", SPACE12, finals,
+                               lambda i, k, final: [0.95 - 0.05 * i, final + 0.1, final])
+    assert len(specs) == 12
+    return agree, disagree
+
+
+def test_sh_is_the_products_successive_halving_pruner(table, monkeypatch):
+    strategy = replay.parse_strategy("tpe+sh,min=2")
+    assert replay.build_search(strategy, table).space.pruner == "successive_halving"
+    calls = []
+    real = replay.make_pruner
+    monkeypatch.setattr(replay, "make_pruner", lambda search, *a: calls.append(search) or real(search, *a))
+    pruner = replay.build_pruner(strategy, table)
+    assert calls and calls[0].space.pruner == "successive_halving" and calls[0].min_epochs == 2
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+    assert pruner._min_resource == 2 and pruner._reduction_factor == 3
+    assert isinstance(replay.build_pruner(replay.parse_strategy("tpe+hyperband"), table),
+                      optuna.pruners.HyperbandPruner)
+    with pytest.raises(ValueError):
+        replay.build_pruner(replay.parse_strategy("tpe+sh,min=4"), table)
+
+
+def test_ground_truth_uses_the_products_tie_test(table, monkeypatch):
+    calls = []
+    real = replay.significantly_worse
+    monkeypatch.setattr(replay, "significantly_worse", lambda *a: calls.append(a) or real(*a))
+    replay.ground_truth(table)
+    assert len(calls) == 5  # every design but the best
+
+
+def test_fidelity_check_fires_where_rungs_disagree_and_is_silent_where_they_agree(fidelity_tables):
+    agree, disagree = fidelity_tables
+    name = "random+hyperband,trials=40"
+    quiet = replay.replay(replay.parse_strategy(name), agree, 8)
+    fired = replay.replay(replay.parse_strategy(name), disagree, 8)
+    off = replay.replay(replay.parse_strategy(name + ",fidelity=0"), disagree, 8)
+    assert quiet.checked == 8 and quiet.fired == 0 and quiet.median_fidelity > 0.9
+    assert fired.checked == 8 and fired.fired == 1.0 and fired.median_fidelity < 0
+    assert off.checked == 0 and off.fired == 0 and not any(off.raised)
+    # raised to epoch 3 = the full budget: the pruner was replaced (nothing is pruned any more after it)
+    assert fired.epochs != off.epochs
+    assert replay.parse_strategy("tpe+sh").fidelity  # on by default, as the product runs it
+    text = replay.report(disagree, replay.ground_truth(disagree), [fired, off], 8)
+    assert "| fidelity fired | median fidelity Spearman |" in text and "| 1.00 (8 checked) | -1.00 |" in text
+
+
+@pytest.fixture(scope="module")
+def lucky_table(tmp_path_factory):
+    """6 designs x 5 seeds: the first design is lucky on seed 0 (0.05) and bad on the others; the second is
+    the true best (0.10-0.14); the rest are bad."""
+    folder = tmp_path_factory.mktemp("lucky")
+    finals = {0: [0.05, 0.60, 0.62, 0.61, 0.63], 1: [0.10, 0.11, 0.12, 0.13, 0.14]}
+    table, specs = _write_table(folder, "lucky", SPACE, lambda i: finals.get(i, [0.5 + 0.02 * i] * 5),
+                                lambda i, k, final: [final + 0.1, final + 0.05, final])
+    return table, specs
+
+
+def test_confirmation_retrains_the_top_designs_and_ranks_them(lucky_table):
+    table, specs = lucky_table
+    truth = replay.ground_truth(table)
+    assert truth.top == [specs[1]]
+    base = replay.parse_strategy("random+none,trials=48")
+    plain = replay.replay(base, table, 40, truth)
+    confirmed = replay.replay(replay.parse_strategy("random+none,trials=48,confirm=3,repeats=2"), table, 40, truth)
+    assert plain.p_top < 1.0  # the lucky seed fools a single-seed answer
+    assert confirmed.p_top == 1.0
+    # the same studies, then K x R runs of N epochs each
+    assert [c - p for c, p in zip(confirmed.epochs, plain.epochs)] == [3 * 2 * 3] * 40
+    seed = next(s for s in range(40) if not plain.in_top[s])
+    outcome = replay.replay_study(replay.parse_strategy("random+none,trials=48,confirm=3,repeats=2"), table, seed)
+    assert outcome.answer == specs[1] and len(outcome.confirmed) == 3
+    assert all(len(errors) == 3 for _, errors in outcome.confirmed)
+    lucky = dict(outcome.confirmed)[specs[0]]
+    assert lucky == (0.05, 0.60, 0.62)  # its drawn seed 0, then seeds 1 and 2
+    # the seeds after k, cyclically; fewer when the table has fewer
+    assert replay.confirm_seeds(table, specs[0], 3, 3) == [4, 0, 1]
+    assert replay.confirm_seeds(table, specs[0], 2, 10) == [3, 4, 0, 1]
+    assert replay.PRESETS["tpe+sh+confirm"].confirm == 3
+
+
+def test_probe_dev_filters_on_both_sides_of_the_reference(table, table_path):
+    _, best, ties = table_path
+    truth = replay.ground_truth(table)
+    ref = replay.reference_gain(table)
+    one_sided, two_sided = replay.parse_strategy("random+none,probe=2"), replay.parse_strategy("random+none,probe_dev=0.5")
+    assert replay.probe_fails(one_sided, 5.0, ref) and not replay.probe_fails(one_sided, 0.2, ref)
+    assert replay.probe_fails(two_sided, 5.0, ref) and replay.probe_fails(two_sided, 0.2, ref)
+    assert not replay.probe_fails(two_sided, 1.2, ref) and not replay.probe_fails(two_sided, None, ref)
+    names = ["random+none,trials=24", "random+none,trials=24,probe=2", "random+none,trials=24,probe_dev=0.5",
+             "random+none,trials=24,probe_dev=0.1"]
+    plain, one, two, tight = replay.replay_all([replay.parse_strategy(n) for n in names], table, 20, truth)
+    assert plain.probe_saved is None
+    assert 0 < one.probe_saved < two.probe_saved  # the gain-0.2 design is filtered only two-sided
+    assert two.probe_saved == pytest.approx(1 - sum(two.epochs) / sum(plain.epochs))
+    assert not any(one.top_probe_pruned) and not any(two.top_probe_pruned) and two.p_top == 1.0
+    assert all(tight.top_probe_pruned)  # 0.1 decades removes the ties (gain 1.2)
+    # without the unfiltered strategy among them, it is replayed for the comparison (and not returned)
+    [alone] = replay.replay_all([replay.parse_strategy(names[2])], table, 20, truth)
+    assert alone.probe_saved == two.probe_saved
+    text = replay.report(table, truth, [plain, two, tight], 20)
+    assert f"| {two.probe_saved:.0%} | 0 |" in text and "| 20 |" in text

@@ -43,12 +43,15 @@ def test_reproduce_writes_markdown_and_csv_beside_the_paper(tmp_path, capsys):
         assert len(runs) == 2 and float(r["measured_error"]) == pytest.approx(sum(runs) / 2, abs=0.01)
         assert r["measured_fail"] == str(float(r["measured_error"]) > 20) and float(r["probe_ratio"]) > 0
         assert "depth=8" in r["spec"]
-    # one study per repeat, each with the two rows; running again resumes them and trains nothing
-    names = sorted(s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{db}"))
-    assert names == ["paper_table1-x0.05-1ep-r0", "paper_table1-x0.05-1ep-r1"]
+    # one study: the two rows, then each row's second repeat (its seed of (row, 1)); running again
+    # resumes it and trains nothing
+    names = [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{db}")]
+    assert names == ["paper_table1-x0.05-1ep"]
+    trials = optuna.load_study(study_name=names[0], storage=f"sqlite:///{db}").trials
+    assert [t.user_attrs.get("repeat") for t in trials] == [None, None, 1, 1]
+    assert len({t.user_attrs["seed"] for t in trials}) == 4
     assert main(args) == 0
-    for name in names:
-        assert len(optuna.load_study(study_name=name, storage=f"sqlite:///{db}").trials) == 2
+    assert len(optuna.load_study(study_name=names[0], storage=f"sqlite:///{db}").trials) == 4
 
 
 @pytest.mark.parametrize("args, message", [
@@ -107,7 +110,7 @@ def test_ctrl_c_then_rerun_resumes_the_interrupted_row_and_trains_each_row_once(
     cmd = [sys.executable, "-m", "resnas", "reproduce", "table1", "--rows", "1,4,10", "--depth-scale", "0.05",
            "--epochs", str(epochs), "--storage", f"sqlite:///{db}", "--output", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    name = f"paper_table1-x0.05-{epochs}ep-r0"
+    name = f"paper_table1-x0.05-{epochs}ep"
 
     def second_row_has_a_checkpoint() -> bool:  # row 4 (trial 1) has finished an epoch and is in the next
         try:

@@ -51,7 +51,7 @@ def _study(db, name="tiny"):
 
 
 def _search(space, db, *extra):
-    return main(["search", "--space", str(space), "--storage", f"sqlite:///{db}", *extra])
+    return main(["search", "--space", str(space), "--storage", f"sqlite:///{db}", "--confirm", "0", *extra])
 
 
 def test_search_records_trials_and_resumes(space_file, tmp_path, capsys):
@@ -132,9 +132,9 @@ def test_best_json_and_export_reload_through_timm(space_file, tmp_path, capsys):
 ])
 def test_search_user_errors_exit_2_and_leave_study_untouched(space_file, tmp_path, capsys, argv, message):
     db = tmp_path / "u.db"
-    args = ["search", "--space", str(space_file), "--storage", f"sqlite:///{db}", *argv]
+    args = ["search", "--space", str(space_file), "--storage", f"sqlite:///{db}", "--confirm", "0", *argv]
     if argv[0] == "--space":
-        args = ["search", "--storage", f"sqlite:///{db}", *argv]
+        args = ["search", "--storage", f"sqlite:///{db}", "--confirm", "0", *argv]
     start = time.monotonic()
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -293,7 +293,7 @@ def test_journal_storage_shared_by_two_workers_then_read_and_served(tmp_path, ca
     space.write_text(GRID)
     log = tmp_path / "j.log"
     url = f"journal:///{log}"
-    assert main(["search", "--space", str(space), "--storage", url, "--epochs", "1", "--workers", "2"]) == 0
+    assert main(["search", "--space", str(space), "--storage", url, "--epochs", "1", "--workers", "2", "--confirm", "0"]) == 0
     trials = optuna.load_study(study_name="tiny", storage=JournalStorage(JournalFileBackend(str(log)))).trials
     assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
     assert (tmp_path / "resnas-artifacts").is_dir()  # weights kept beside the journal file
@@ -355,7 +355,7 @@ def test_accelerate_launch_trains_each_trial_on_two_processes(tmp_path):
     launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     run = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0", "-m", "resnas", "search",
-                          "--space", str(space_file), "--storage", f"sqlite:///{db}", "--trials", "2"],
+                          "--space", str(space_file), "--storage", f"sqlite:///{db}", "--trials", "2", "--confirm", "0"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     trials = _study(db).trials

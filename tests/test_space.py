@@ -82,7 +82,8 @@ def test_fixed_trial_gives_the_spec():
 
 def test_sampled_space_defaults():
     space = load_space("default")
-    assert (space.sampler, space.pruner, space.objectives, space.dataset) == ("tpe", "hyperband", ("val_error",), "digits")
+    assert (space.sampler, space.pruner, space.objectives, space.dataset) == \
+        ("tpe", "successive_halving", ("val_error",), "digits")
     assert space.min_epochs < space.max_epochs
     assert parse_space(MINIMAL + "objectives: [val_error, params]\npruner: none\n").sampler == "nsga2"
 
