@@ -44,8 +44,9 @@ def test_three_workers_on_postgres_match_one_worker(pg_url, tmp_path, capsys, mo
     space = tmp_path / "pg.yaml"
     space.write_text(GRID)
     many, one = f"pg-many-{uuid.uuid4().hex[:8]}", f"pg-one-{uuid.uuid4().hex[:8]}"
-    assert main(["search", "--space", str(space), "--storage", pg_url, "--study", many, "--workers", "3"]) == 0
-    assert main(["search", "--space", str(space), "--storage", pg_url, "--study", one]) == 0
+    common = ["search", "--space", str(space), "--storage", pg_url, "--confirm", "0"]  # the grid's own trials
+    assert main([*common, "--study", many, "--workers", "3"]) == 0
+    assert main([*common, "--study", one]) == 0
     capsys.readouterr()
     studies = {name: optuna.load_study(study_name=name, storage=pg_url) for name in (many, one)}
     points = sorted(map(str, parse_space(GRID).grid_points()))
