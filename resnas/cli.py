@@ -55,6 +55,7 @@ class UserError(click.ClickException):
         err_console.print(f"error: {self.format_message()}", highlight=False, soft_wrap=True)
 
 
+SEED = click.IntRange(0, 2**32 - 1)  # what numpy's and Optuna's samplers accept
 # the search layers' errors, each shown as one line with exit code 2
 SEARCH_ERRORS = (SpaceError, StudyError, DataError, ExportError)
 
@@ -146,7 +147,7 @@ def summary(model: str, num_classes: int | None, in_chans: int | None, input_siz
 @click.option("--output", type=click.Path(file_okay=False), default="resnas-model", show_default=True,
               help="Folder for the timm local-dir export and the checkpoint.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --output.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--image-size", type=click.IntRange(min=8), default=224, show_default=True, help="For imagenet / folder.")
 @click.option("--download/--no-download", default=True, show_default=True, help="Download CIFAR when missing.")
 @click.option("--mixed-precision", type=click.Choice(["no", "bf16", "fp16"]),
@@ -305,7 +306,7 @@ def spaces() -> None:
 @click.option("--trials", type=click.IntRange(min=0), help="Trials to run now [default: the space's, or the grid].")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop starting trials after SEC seconds.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs per candidate [default: the space's].")
-@click.option("--seed", type=int, help="Sampler and training seed [default: the space's].")
+@click.option("--seed", type=SEED, help="Sampler and training seed [default: the space's].")
 @click.option("--devices", help="One worker process per device: cuda:0,cuda:1,... (or cpu,cpu).")
 @click.option("--workers", type=click.IntRange(min=1), help="N worker processes on the CPU (or on N GPUs).")
 @click.option("--heartbeat", type=click.IntRange(min=1), default=60, show_default=True,
@@ -531,7 +532,7 @@ def _probe_specs(names: tuple[str, ...], space_name: str | None, samples: int, *
 @click.option("--dataset", type=click.Choice(list(DATASETS)), default="digits", show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the data set is.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Initialization seed.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Initialization seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write log10 |dE/dx_l| per unit to this PNG.")
 def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, dataset: str, data_dir: str | None,
@@ -603,7 +604,7 @@ def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, data
 @click.option("--rows", help="Only these rows, 1-based: 1,3,5 [default: all].")
 @_storage_option
 @click.option("--study", "study_prefix", help="Prefix of the studies' names [default: the space's name].")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="The study's seed; repeat k of a row trains with the seed of (row, k).")
 @click.option("--output", type=click.Path(file_okay=False), default="resnas-reproduce", show_default=True,
               help="Folder for TABLE.md and TABLE.csv.")

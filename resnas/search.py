@@ -255,7 +255,7 @@ def open_study(search: Search) -> optuna.Study:
     except Exception as e:
         raise StudyError(f"study {search.name}: {first_line(e)}") from None
     # a process that resumes the study, or searches it beside others, must not redraw their candidates
-    study.sampler = make_sampler(space, seed + SEED_STRIDE * search.worker + joined)
+    study.sampler = make_sampler(space, (seed + SEED_STRIDE * search.worker + joined) % 2**32)  # numpy's range
     made = StudyRecord.from_study(study)
     if made.space is None:
         for key, value in study_record(search).to_user_attrs().items():

@@ -154,6 +154,7 @@ def _in_range(name: str, value: float, lo: float, hi: float, hi_open: bool = Fal
 
 def cifar_layers(depth: int, unit: str) -> tuple[int, int, int]:
     """Units per stage of a CIFAR net: depth = 6n+2 (basic) or 9n+2 (bottleneck)."""
+    _choices("unit", unit, UNITS)
     per = 3 * CONVS_PER_UNIT[unit]
     n, rest = divmod(depth - 2, per)
     if rest or n < 1:

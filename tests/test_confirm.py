@@ -230,3 +230,28 @@ def test_probe_max_deviation_prunes_far_from_the_reference_net_on_both_sides(tmp
     assert gate.state == TrialState.PRUNED and "vs the reference net, beyond ±0.3" in gate.user_attrs["reason"]
     assert "val_error" not in gate.user_attrs  # pruned before training: no epoch spent
     assert abs(identity.user_attrs["probe_vs_reference"]) <= 0.3 and identity.state == TrialState.COMPLETE
+
+
+# ---- seeds and units a user can mistype (issue 14, item 6) ---------------------------------------
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-1"], "-1 is not in the range 0<=x<=4294967295"),
+    (["--seed", "4294967296"], "4294967296 is not in the range 0<=x<=4294967295"),
+])
+def test_out_of_range_seeds_are_one_line_before_any_study(argv, message, tmp_path, capsys):
+    db = tmp_path / "seed.db"
+    assert _search(tmp_path, db, *argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not db.exists()
+
+
+def test_a_high_worker_index_draws_a_valid_sampler_seed(tmp_path):
+    db = tmp_path / "w.db"  # SLURM array task ids run into the thousands
+    assert _search(tmp_path, db, "--worker-index", "5000", "--trials", "1", "--confirm", "0",
+                   text=TPE.replace("max: 3", "max: 1")) == 0
+    assert len(_study(db).trials) == 1
+
+
+def test_an_unknown_unit_with_a_depth_is_one_line(capsys):
+    assert main(["summary", "unit=zzz,depth=20"]) == 2
+    err = capsys.readouterr().err
+    assert "unit: 'zzz'" in err and "basic" in err and len(err.splitlines()) == 1
