@@ -357,9 +357,13 @@ class EpochBudget:
         self.limit, self.spent = limit, 0
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.spent += epochs_spent(trial)
-        if self.exhausted:
+        if self.add(trial):
             study.stop()
+
+    def add(self, trial: optuna.trial.FrozenTrial) -> bool:
+        """Count a finished trial's epochs; whether the budget is now spent."""
+        self.spent += epochs_spent(trial)
+        return self.exhausted
 
     @property
     def exhausted(self) -> bool:
@@ -501,7 +505,7 @@ def _drive(study: optuna.Study | None, objective: Objective, n_trials: int | Non
             values, trial_state = None, TrialState.FAIL
         if study is not None:
             frozen = study.tell(trial, values, state=trial_state)
-            budget.spent += epochs_spent(frozen)
+            budget.add(frozen)
             for callback in callbacks:
                 callback(study, frozen)
         done += 1
