@@ -323,9 +323,9 @@ def spaces() -> None:
 @click.option("--confirm-seeds", type=click.IntRange(min=1), default=2, show_default=True,
               help="Extra seeds per confirmed design.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Rows of the final table.")
-@click.option("--worker-index", type=click.IntRange(min=0), default=0, envvar="RESNAS_WORKER_INDEX", show_envvar=True,
-              help="This command's index among those started together on one study (e.g. $SLURM_ARRAY_TASK_ID), "
-                   "so that their samplers draw different candidates.")
+@click.option("--worker-index", type=click.IntRange(min=0), default=0, envvar="RESNAS_WORKER_INDEX", hidden=True,
+              help="Accepted for older scripts: candidates now follow trial numbers, so workers "
+                   "started together draw different ones without an index.")
 def search(space_name: str, dataset: str | None, data_dir: str | None, storage: str | None, study_name: str | None,
            trials: int | None, timeout: float | None, epochs: int | None, seed: int | None, devices: str | None,
            workers: int | None, heartbeat: int, probe_max_gain: float | None, probe_max_deviation: float | None,
@@ -352,7 +352,7 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
         device_list = _devices(devices, workers)
         job = Search(space, storage=storage, study_name=study_name, dataset=dataset, data_dir=data_dir,
                      trials=trials, timeout=timeout, epochs=epochs, seed=seed, heartbeat=heartbeat,
-                     probe_max_gain=probe_max_gain, probe_max_deviation=probe_max_deviation, worker=worker_index,
+                     probe_max_gain=probe_max_gain, probe_max_deviation=probe_max_deviation,
                      budget_epochs=budget_epochs,
                      confirm=confirm, repeats=confirm_seeds)
         if budget_epochs is not None and trials is not None:

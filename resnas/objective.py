@@ -40,11 +40,12 @@ from .record import (
 )
 from .storage import artifact_root, remove_artifacts
 from .train import CHECKPOINT, Recipe, StopTraining, checkpoint_epoch, dataset_recipe, train
+from .workers import Heartbeat, surplus_reason
 
 if TYPE_CHECKING:  # search.py builds the Objective: an import at run time would be circular
     from .search import Search
 
-__all__ = ["CandidateFailed", "Objective", "PROBE_BATCH", "WEIGHTS_TOP_K", "checkpoint_dir", "design_seed",
+__all__ = ["CandidateFailed", "Objective", "Surplus", "PROBE_BATCH", "WEIGHTS_TOP_K", "checkpoint_dir", "design_seed",
            "ranked_designs", "ranked_trials", "search_recipe"]
 
 WEIGHTS_TOP_K = 3  # completed trials whose weights are kept as artifacts
@@ -80,11 +81,18 @@ class Objective:
         self.seed = search.run_seed
         self.probe_batch = None  # one validation batch, taken by the first probe
         self.reference_gains: dict[str, float] = {}
+        self.queue_only = search.space.sampler == "grid"  # only enqueued trials run (a grid; a confirmation)
 
     def __call__(self, trial: optuna.Trial, real_trial: optuna.Trial | None = None):
         """``real_trial``: the Optuna trial behind a TorchDistributedTrial (main process only)."""
+        owner = real_trial if real_trial is not None else trial
+        if not self.distributed:  # a distributed run decides this on the main process first (search._drive)
+            end_if_surplus(trial, self.queue_only)
         try:
-            return self._run(trial, real_trial)
+            if not isinstance(owner, optuna.Trial):  # the ranks of a distributed run but the main one
+                return self._run(trial, real_trial)
+            with Heartbeat(owner, self.search.heartbeat or 60):
+                return self._run(trial, real_trial)
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:  # Ctrl-C: Optuna marks the trial FAIL; the next run retries it
@@ -209,6 +217,7 @@ class Objective:
         if resumed:
             record.resumed_from_epoch = resumed
             record.save(trial, "resumed_from_epoch")
+            self._resume_history(trial, record, resumed, single)
         # the seed follows the design, so a retried trial resumes the same run from its checkpoint;
         # recorded, so that export retrains exactly this run
         record.seed = design_seed(self.seed, spec, record.repeat or 0)
@@ -217,6 +226,20 @@ class Objective:
                        checkpoint_dir=checkpoints)
         shutil.rmtree(checkpoints, ignore_errors=True)  # finished: only a crash leaves one to resume
         return result
+
+    @staticmethod
+    def _resume_history(trial: optuna.Trial, record: TrialRecord, epochs: int, report: bool) -> None:
+        """A retry that resumes at epoch ``epochs`` starts its history with the epochs the trial it retries
+        recorded (whole, as if it had never stopped), and reports them (the pruner and fidelity check see them)."""
+        if record.retry_of is None:
+            return
+        earlier = TrialRecord.from_trial(trial.study.get_trials(deepcopy=False)[record.retry_of])
+        record.val_error, record.train_loss = earlier.val_error[:epochs], earlier.train_loss[:epochs]
+        record.epoch_seconds = earlier.epoch_seconds[:epochs]
+        record.save(trial, "val_error", "train_loss", "epoch_seconds")
+        if report:
+            for epoch, error in enumerate(record.val_error, start=1):
+                trial.report(error, epoch)
 
     def record(self, trial: optuna.Trial, record: TrialRecord, result) -> float:
         """The training's outcome on the trial; its error (chance for a diverged candidate)."""
@@ -283,6 +306,18 @@ def ranked_designs(study: optuna.Study) -> list[Design]:
     designs = [Design(spec, [by[r].values[0] for r in sorted(by)], [by[r].number for r in sorted(by)])
                for spec, by in runs.items()]
     return rank_designs(designs)
+
+
+class Surplus(RuntimeError):
+    """A trial that must not train: a second copy of an enqueued job (resnas.workers); recorded FAIL, status surplus."""
+
+
+def end_if_surplus(trial, queue_only: bool) -> None:
+    """End a surplus trial before it draws or trains anything (status ``surplus`` with the reason)."""
+    reason = surplus_reason(trial.study, trial, queue_only)
+    if reason is not None:
+        TrialRecord(status=Status.SURPLUS, reason=reason).save(trial, "status", "reason")
+        raise Surplus(reason)
 
 
 class CandidateFailed(RuntimeError):

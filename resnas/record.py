@@ -23,7 +23,7 @@ from typing import Any
 from .export import CONFIG, WEIGHTS
 
 __all__ = ["ARTIFACT_FILES", "ARTIFACT_PREFIX", "INTERRUPTED", "Status", "StudyRecord", "TrialRecord",
-           "duplicate_reason", "epochs_spent", "error_reason", "probe_deviation_reason", "probe_reason",
+           "duplicate_reason", "epochs_spent", "error_reason", "lost_reason", "probe_deviation_reason", "probe_reason",
            "pruned_reason", "status_of", "trained"]
 
 
@@ -38,7 +38,9 @@ class Status(str, enum.Enum):
     STOPPED = "stopped"  # the trainer's callback stopped it for another reason than pruning (resnas.train)
     FAILED = "failed"  # raised (the reason says what), or was interrupted by Ctrl-C (reason "interrupted")
     DUPLICATE = "duplicate"  # the same design as a completed trial: took its result, not retrained
-    LOST = "lost"  # never stored: read for a FAIL trial still "running" (heartbeat-stale, retried by Optuna)
+    LOST = "lost"  # its worker died mid-trial (resnas.workers.reap); retried. Also read for FAIL trials still
+    # "running" that earlier resnas versions left to Optuna's heartbeat check
+    SURPLUS = "surplus"  # a second copy of an enqueued job (workers started together): ended at once, not trained
 
     def __str__(self) -> str:
         return self.value
@@ -57,6 +59,11 @@ def probe_reason(gain: float, limit: float) -> str:
 
 def probe_deviation_reason(vs_reference: float, limit: float) -> str:
     return f"probe: gain {vs_reference:+.2f} vs the reference net, beyond ±{limit:g}"
+
+
+def lost_reason(worker: dict[str, Any] | None, why: str) -> str:
+    who = f"pid {worker.get('pid')} on {worker.get('host')}" if worker else "a worker"
+    return f"worker died ({who}: {why}); retried"
 
 
 def pruned_reason(pruner: str, epoch: int) -> str:
@@ -103,6 +110,9 @@ class TrialRecord:
     duplicate_of: int | None = None  # the completed twin whose result this trial took
     repeat: int | None = None  # a confirmation run of the design: 1, 2, ... (None: the search's own, repeat 0)
     confirms: int | None = None  # the trial whose design this confirmation repeats
+    job: str | None = None  # what an enqueued trial does (grid point, retry, confirmation): run once (resnas.workers)
+    worker: dict[str, Any] | None = None  # the process that runs it: host, machine, pid, start (resnas.workers)
+    heartbeat: float | None = None  # unix time of its worker's last heartbeat
     artifacts: dict[str, str] = field(default_factory=dict)  # file name -> artifact id (top-k weights)
 
     def to_user_attrs(self, *names: str) -> dict[str, Any]:
@@ -141,8 +151,9 @@ class TrialRecord:
 
 
 def epochs_spent(trial) -> int:
-    """The candidate-epochs a finished trial trained (0 for a duplicate or a probe-pruned candidate)."""
-    return len(trial.user_attrs.get("val_error") or ())
+    """The candidate-epochs a finished trial trained itself (0 for a duplicate or a probe-pruned candidate;
+    a retry's history starts with the epochs it resumed, which the trial it retries spent)."""
+    return len(trial.user_attrs.get("val_error") or ()) - (trial.user_attrs.get("resumed_from_epoch") or 0)
 
 
 def trained(trial) -> bool:

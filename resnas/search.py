@@ -38,21 +38,20 @@ from scipy import stats
 
 from .data import load_data
 from .export import export
-from .objective import Objective, design_seed, ranked_designs, ranked_trials, search_recipe
+from .objective import Objective, Surplus, design_seed, end_if_surplus, ranked_designs, ranked_trials, search_recipe
 from .ranking import TIE_TEST
-from .record import ARTIFACT_FILES, INTERRUPTED, Status, StudyRecord, TrialRecord, epochs_spent, status_of
+from .record import ARTIFACT_FILES, Status, StudyRecord, TrialRecord, epochs_spent, status_of
 from .space import Space, load_space
 from .storage import DEFAULT_STORAGE, StudyError, artifact_store, first_line, open_storage, quiet, weights_kept
 from .train import train
+from .workers import enqueue_retry, grid_job, interrupted, reap
 
 __all__ = ["EpochBudget", "Fidelity", "FidelityCheck", "Search", "check_fidelity", "design_row", "distributed",
+           "QueueEmpty", "TrialSeeded",
            "enqueue_confirmation", "enqueue_grid", "enqueue_retries", "export_trial", "finished_trials",
            "make_pruner", "make_sampler", "mean_sd", "measure_fidelity", "open_study", "prepare", "quiet_logs",
            "ranked_designs", "ranked_trials", "recorded_fidelity", "rungs", "run", "run_distributed", "run_search",
            "run_workers", "sample_specs", "tie_label", "trial_budget", "write_note"]
-
-SEED_STRIDE = 1_000_003  # sampler seeds of workers started together lie this far apart
-
 
 @dataclass
 class Search:
@@ -70,10 +69,9 @@ class Search:
     device: str | None = None
     callbacks: list = field(default_factory=list)  # optuna study callbacks (the CLI's display)
     on_epoch: Any = None  # on_epoch(trial_number, EpochReport), for a live display
-    heartbeat: int | None = 60  # seconds; a trial silent for twice this is stale (RDB storages)
+    heartbeat: int | None = 60  # seconds between a trial's heartbeats; silent twice as long: lost (resnas.workers)
     probe_max_gain: float | None = None  # prune before training when the probe's |gain| exceeds this
     probe_max_deviation: float | None = None  # ... when |gain - the reference net's gain| exceeds this
-    worker: int = 0  # this process's index among those started together on one study (sampler seeds)
     grid: list[dict[str, Any]] | None = None  # the grid points this run covers [default: the space's whole grid]
     confirm: int = 3  # after the budget, the best designs trained again with more seeds (0: none)
     repeats: int = 2  # extra seeds per confirmed design
@@ -122,6 +120,32 @@ def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
     with quiet():
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
                                           n_startup_trials=min(10, max(3, (space.trials or 30) // 3)))
+
+
+class TrialSeeded(optuna.samplers.BaseSampler):
+    """A sampler made anew for every trial, seeded by (run seed, trial number): processes that ask at the
+    same moment get different trial numbers, so they draw different candidates without knowing of each
+    other (or being given an index), and one process's run stays reproducible."""
+
+    def __init__(self, make, seed: int):
+        self.make, self.seed = make, seed
+        self.inner = make(seed % 2**32)
+
+    def before_trial(self, study, trial) -> None:
+        self.inner = self.make((self.seed + trial.number) % 2**32)  # numpy's seed range
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.inner.after_trial(study, trial, state, values)
 
 
 def make_pruner(search: Search, min_epochs: int | None = None) -> optuna.pruners.BasePruner:
@@ -247,15 +271,14 @@ class FidelityCheck:
 def open_study(search: Search) -> optuna.Study:
     """Create the study, or resume it; a study made from another space is refused, never overwritten."""
     space, seed = search.space, search.run_seed
-    storage = open_storage(search.storage_url, search.heartbeat)
+    storage = open_storage(search.storage_url)
     try:
         study = optuna.create_study(storage=storage, study_name=search.name, load_if_exists=True,
                                     directions=space.directions, pruner=make_pruner(search))
-        joined = len(study.get_trials(deepcopy=False))
     except Exception as e:
         raise StudyError(f"study {search.name}: {first_line(e)}") from None
     # a process that resumes the study, or searches it beside others, must not redraw their candidates
-    study.sampler = make_sampler(space, (seed + SEED_STRIDE * search.worker + joined) % 2**32)  # numpy's range
+    study.sampler = TrialSeeded(lambda s: make_sampler(space, s), seed)
     made = StudyRecord.from_study(study)
     if made.space is None:
         for key, value in study_record(search).to_user_attrs().items():
@@ -278,11 +301,11 @@ def study_record(search: Search) -> StudyRecord:
                        recipe=dict(search.space.recipe), seed=search.run_seed)
 
 
-def prepare(study: optuna.Study, space: Space, points: list[dict[str, Any]] | None = None) -> None:
-    """Before a run: fail stale trials (their retries are enqueued), retry interrupted ones, fill the grid
-    (``points`` of it when given: ``resnas reproduce --rows``)."""
-    with quiet():
-        optuna.storages.fail_stale_trials(study)
+def prepare(study: optuna.Study, space: Space, points: list[dict[str, Any]] | None = None,
+            heartbeat: int | None = 60) -> None:
+    """Before a run: fail the trials of dead workers and retry them (resnas.workers.reap), retry
+    interrupted ones, fill the grid (``points`` of it when given: ``resnas reproduce --rows``)."""
+    reap(study, 2 * (heartbeat or 60))
     enqueue_retries(study)
     if space.sampler == "grid":
         enqueue_grid(study, space, points)
@@ -294,26 +317,15 @@ def enqueue_grid(study: optuna.Study, space: Space, points: list[dict[str, Any]]
     taken = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(deepcopy=False)
              if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)]
     missing = [p for p in (space.grid_points() if points is None else points) if p not in taken]
-    for params in missing:
-        study.enqueue_trial(params, skip_if_exists=False)
+    for params in missing:  # the job names the point: a copy enqueued by a worker started alongside ends unrun
+        study.enqueue_trial(params, skip_if_exists=False, user_attrs={"job": grid_job(params)})
     return len(missing)
 
 
 def enqueue_retries(study: optuna.Study) -> int:
-    """Enqueue again, once, the candidates a Ctrl-C interrupted (heartbeat-stale trials are retried by
-    Optuna's RetryHeartbeatStaleTrialCallback); each resumes from its epoch checkpoint."""
-    trials = study.get_trials(deepcopy=False)
-    records = {t.number: TrialRecord.from_trial(t) for t in trials}
-    retried = {r.retry_of for r in records.values()}
-    todo = [t for t in trials if t.state == TrialState.FAIL and records[t.number].reason == INTERRUPTED
-            and t.number not in retried]
-    for t in todo:
-        first = records[t.number].checkpoint_of
-        retry = TrialRecord(retry_of=t.number, checkpoint_of=t.number if first is None else first,
-                            repeat=records[t.number].repeat, confirms=records[t.number].confirms)
-        study.enqueue_trial(t.params, skip_if_exists=False,
-                            user_attrs=retry.to_user_attrs("retry_of", "checkpoint_of", "repeat", "confirms"))
-    return len(todo)
+    """Enqueue again, once, the candidates a Ctrl-C interrupted (the trials of dead workers are retried
+    by resnas.workers.reap); each resumes from its epoch checkpoint."""
+    return sum(enqueue_retry(study, t) for t in interrupted(study))
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -333,20 +345,36 @@ def run_search(search: Search, enqueue: bool = True) -> optuna.Study:
     data = load_data(dataset_of(search), search.data_dir)
     study = open_study(search)
     if enqueue:
-        prepare(study, search.space, search.grid)
+        prepare(study, search.space, search.grid, search.heartbeat)
     objective = Objective(search, data, artifact_store(search.storage_url))
     fidelity, budget = FidelityCheck(search, search.on_fidelity), EpochBudget(search.search_epochs)
     fidelity.apply(study)
     n_trials, started = trial_budget(study, search), time.monotonic()
+    queue = [QueueEmpty()] if objective.queue_only else []
     with _frozen_heap():
         if n_trials != 0:
             study.optimize(objective, n_trials=n_trials, timeout=search.timeout, catch=(Exception,),
-                           callbacks=[fidelity, budget, *search.callbacks])
+                           callbacks=[fidelity, budget, *queue, *search.callbacks])
         left = None if search.timeout is None else search.timeout - (time.monotonic() - started)
         if (left is None or left > 0) and (n := enqueue_confirmation(study, search)):
-            study.optimize(objective, n_trials=n, timeout=left, catch=(Exception,), callbacks=search.callbacks)
+            objective.queue_only = True  # the confirmation runs its enqueued runs, nothing the sampler draws
+            study.optimize(objective, n_trials=n, timeout=left, catch=(Exception,),
+                           callbacks=[QueueEmpty(), *search.callbacks])
     write_note(study, search.space)
     return study
+
+
+class QueueEmpty:
+    """A study callback for runs of enqueued trials only (a grid, the confirmation): stop once none waits,
+    so that no trial past them is drawn (several workers share one queue)."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            study.stop()
+
+
+def waiting(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 class EpochBudget:
@@ -394,8 +422,8 @@ def enqueue_confirmation(study: optuna.Study, search: Search) -> int:
     for target in confirmation_targets(study, search.confirm):
         for repeat in range(1, search.repeats + 1):
             if (target.number, repeat) not in have:
-                record = TrialRecord(repeat=repeat, confirms=target.number)
-                study.enqueue_trial(target.params, user_attrs=record.to_user_attrs("repeat", "confirms"),
+                record = TrialRecord(repeat=repeat, confirms=target.number, job=f"confirm:{target.number}:{repeat}")
+                study.enqueue_trial(target.params, user_attrs=record.to_user_attrs("repeat", "confirms", "job"),
                                     skip_if_exists=False)
                 n += 1
     return n
@@ -422,7 +450,7 @@ def run_workers(search: Search, devices: list[str], poll=None) -> optuna.Study:
     """
     load_data(dataset_of(search), search.data_dir)  # fail here, once, on missing data
     study = open_study(search)
-    prepare(study, search.space, search.grid)
+    prepare(study, search.space, search.grid, search.heartbeat)
     total = trial_budget(study, search)
     if total is None:
         total = 10 * len(devices) if search.budget_epochs is None else None
@@ -440,12 +468,12 @@ def _launch(search: Search, devices: list[str], trials: int | None, epochs: int 
 
     threads = max(1, (os.cpu_count() or 1) // len(devices))
     ctx = mp.get_context("spawn")  # CUDA and forked processes do not mix
-    first = search.worker * len(devices)  # indices stay distinct across machines that each run workers
+    queue = search.space.sampler == "grid"  # every worker takes grid points until none waits
     workers = []
     for i, device in enumerate(devices):
-        n, budget = share(trials, i), share(epochs, i)
+        n, budget = (None if queue else share(trials, i)), share(epochs, i)
         if n != 0 and budget != 0:
-            job = _for_worker(search, n, budget, device, first + i)
+            job = _for_worker(search, n, budget, device)
             workers.append(ctx.Process(target=_worker, args=(job, device, threads), daemon=True))
     for w in workers:
         w.start()
@@ -470,7 +498,7 @@ def run_distributed(search: Search) -> optuna.Study | None:
     study, objective, n_trials = None, Objective(search, data, store, distributed=True), 0
     if state.is_main_process:
         study = open_study(search)
-        prepare(study, search.space, search.grid)
+        prepare(study, search.space, search.grid, search.heartbeat)
         n_trials = trial_budget(study, search)
         if n_trials is None and search.budget_epochs is None:
             n_trials = 10
@@ -480,6 +508,7 @@ def run_distributed(search: Search) -> optuna.Study | None:
             fidelity.apply(study)
         _drive(study, objective, n_trials, [fidelity, *search.callbacks], EpochBudget(search.search_epochs))
         n = enqueue_confirmation(study, search) if state.is_main_process else 0
+        objective.queue_only = True
         _drive(study, objective, n, search.callbacks, EpochBudget(None))
     if state.is_main_process:
         write_note(study, search.space)
@@ -493,9 +522,12 @@ def _drive(study: optuna.Study | None, objective: Objective, n_trials: int | Non
     """Trials together on every rank until the main process has run ``n_trials`` (None: no limit) or spent
     the epoch ``budget``; the main process (``study`` not None) decides, every rank follows."""
     done = 0
-    while _broadcast(study is None or ((n_trials is None or done < n_trials) and not budget.exhausted)):
+    while _broadcast(study is None or ((n_trials is None or done < n_trials) and not budget.exhausted
+                                       and (not objective.queue_only or waiting(study) > 0))):
         trial = study.ask() if study is not None else None
         try:
+            if _broadcast(study is not None and _surplus(trial, objective.queue_only)):
+                raise Surplus("a copy of another trial's job")  # every rank skips it; the main one recorded why
             with quiet():  # its ExperimentalWarning, once per trial and process
                 distributed_trial = TorchDistributedTrial(trial)
             values, trial_state = objective(distributed_trial, real_trial=trial), TrialState.COMPLETE
@@ -512,17 +544,25 @@ def _drive(study: optuna.Study | None, objective: Objective, n_trials: int | Non
         dist.barrier()
 
 
+def _surplus(trial: optuna.Trial, queue_only: bool) -> bool:
+    try:
+        end_if_surplus(trial, queue_only)
+        return False
+    except Surplus:
+        return True
+
+
 def _broadcast(value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
-def _for_worker(search: Search, trials: int | None, epochs: int | None, device: str, index: int) -> Search:
+def _for_worker(search: Search, trials: int | None, epochs: int | None, device: str) -> Search:
     """The search one worker process runs: every field but the display's hooks, which stay here; the
     confirmation is the parent's, after every worker has finished."""
     return dataclasses.replace(search, storage=search.storage_url, study_name=search.name, trials=trials,
-                               budget_epochs=epochs, confirm=0, device=device, worker=index, callbacks=[],
+                               budget_epochs=epochs, confirm=0, device=device, callbacks=[],
                                on_epoch=None, on_fidelity=None)
 
 

@@ -44,20 +44,19 @@ def mask_url(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
-def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
+def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage that several workers (and a dashboard) can share.
 
-    ``journal:///study.log`` is Optuna's JournalStorage on a file (file locks, no server, no
-    heartbeat). SQLite runs in WAL mode with a 60 s busy timeout, so readers never block the writer
-    and writers queue instead of failing with "database is locked". RDB storages (SQLite, PostgreSQL, MySQL) get
-    a heartbeat: a worker killed mid-trial leaves a stale trial, which the next worker marks FAIL and
-    retries with the same parameters (it then resumes from the candidate's epoch checkpoint).
+    ``journal:///study.log`` is Optuna's JournalStorage on a file (file locks, no server). SQLite runs in
+    WAL mode with a 60 s busy timeout, so readers never block the writer and writers queue instead of
+    failing with "database is locked". A worker killed mid-trial is found by resnas.workers on every
+    storage; its trial is failed and retried (it resumes from the candidate's epoch checkpoint).
     """
     db = local_file(url)
     if db is not None and (not db.parent.exists() or not os.access(db.parent, os.W_OK)):
         raise StudyError(f"storage: cannot write {db} (folder missing or not writable)")
     try:
-        if url.startswith(JOURNAL):  # no heartbeat: a killed worker's trial stays RUNNING
+        if url.startswith(JOURNAL):
             return JournalStorage(JournalFileBackend(str(db)))
         if not url.startswith(("sqlite", "postgresql", "mysql")):
             return optuna.storages.get_storage(url)
@@ -68,11 +67,8 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.Base
         if url.startswith("postgresql"):  # as SQLite below: a commit does not wait for the disk (~10 -> 3 ms);
             # a server crash may lose the last commits (under a second), never consistency
             engine_kwargs["connect_args"]["options"] = "-c synchronous_commit=off"
-        with quiet():
-            retry = None if heartbeat is None else optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                                                 grace_period=None if heartbeat is None else 2 * heartbeat,
-                                                 heartbeat_stale_trial_callback=retry)
+        # no Optuna heartbeat: resnas.workers' covers every storage (and knows a dead process at once)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
         if url.startswith("sqlite"):
             with storage.engine.connect() as connection:  # WAL is a property of the file: set once, kept
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")

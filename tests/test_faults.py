@@ -73,11 +73,17 @@ def _check_after_rerun(db, before_kill, killed_number, resumed):
     assert all(after.get(n) == v for n, v in before_kill.items())
     killed = trials[killed_number]
     assert killed.state == TrialState.FAIL
-    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed_number]
+    assert killed.user_attrs["status"] == "lost" and "its process is gone" in killed.user_attrs["reason"]
+    retries = [t for t in trials if t.user_attrs.get("retry_of") == killed_number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params
-    if resumed:
-        assert retries[0].user_attrs["resumed_from_epoch"] >= 1
+    retry = retries[0]
+    if resumed:  # its history is whole: the epochs it resumed, then its own
+        k = retry.user_attrs["resumed_from_epoch"]
+        assert k >= 1 and len(retry.user_attrs["val_error"]) == 6 and sorted(retry.intermediate_values) == [1, 2, 3, 4, 5, 6]
+        assert retry.user_attrs["val_error"][:k] == killed.user_attrs["val_error"][:k]
+    else:
+        assert "resumed_from_epoch" not in retry.user_attrs
     # every grid point completed exactly once
     done = [str(t.params) for t in trials if t.state == TrialState.COMPLETE]
     assert len(done) == len(set(done)) == 3
@@ -99,7 +105,7 @@ def test_sigkill_mid_trial_then_rerun_resumes(grid, tmp_path, point):
         proc.kill()
         proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
-    time.sleep(2.5)  # the heartbeat's grace period (2 x 1 s) passes: the trial is stale
+    # no waiting for a heartbeat: on the same machine the dead pid is known at once
     rerun = subprocess.run(_cmd(grid, db), capture_output=True, text=True, timeout=300, env=ENV)
     assert rerun.returncode == 0, rerun.stderr
     _check_after_rerun(db, before, killed_number=1, resumed=(point == "mid-epoch"))
@@ -113,7 +119,6 @@ def test_sigkill_while_writing_a_checkpoint(grid, tmp_path):
     assert killed.returncode == -signal.SIGKILL
     before = {t.number: t.values for t in _trials(db) if t.state == TrialState.COMPLETE}
     assert list(before) == [0]
-    time.sleep(2.5)
     rerun = subprocess.run(_cmd(grid, db), capture_output=True, text=True, timeout=300, env=ENV)
     assert rerun.returncode == 0, rerun.stderr
     _check_after_rerun(db, before, killed_number=1, resumed=True)

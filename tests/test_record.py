@@ -13,7 +13,7 @@ from resnas.record import ARTIFACT_FILES, Status, StudyRecord, TrialRecord, stat
 
 def test_statuses_are_one_enumeration_of_the_stored_strings():
     assert [s.value for s in Status] == ["running", "ok", "pruned", "diverged", "oom", "stopped", "failed",
-                                         "duplicate", "lost"]
+                                         "duplicate", "lost", "surplus"]
     assert set(train.STATUSES) <= {s.value for s in Status}  # the trainer's statuses are record statuses
     assert Status.OK == "ok" and f"{Status.PRUNED}" == "pruned" and str(Status.LOST) == "lost"
 
