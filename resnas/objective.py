@@ -217,7 +217,14 @@ class Objective:
         if resumed:
             record.resumed_from_epoch = resumed
             record.save(trial, "resumed_from_epoch")
-            self._resume_history(trial, record, resumed, single)
+        # a retry's history is whole: the epochs it resumes (copied from the trial it retries), then its own;
+        # reported, so that the pruner and the fidelity check see them
+        record.val_error, record.train_loss, record.epoch_seconds = (
+            history[:resumed or 0] for history in (record.val_error, record.train_loss, record.epoch_seconds))
+        record.save(trial, "val_error", "train_loss", "epoch_seconds")
+        for epoch, error in enumerate(record.val_error, start=1):
+            if single:
+                trial.report(error, epoch)
         # the seed follows the design, so a retried trial resumes the same run from its checkpoint;
         # recorded, so that export retrains exactly this run
         record.seed = design_seed(self.seed, spec, record.repeat or 0)
@@ -226,20 +233,6 @@ class Objective:
                        checkpoint_dir=checkpoints)
         shutil.rmtree(checkpoints, ignore_errors=True)  # finished: only a crash leaves one to resume
         return result
-
-    @staticmethod
-    def _resume_history(trial: optuna.Trial, record: TrialRecord, epochs: int, report: bool) -> None:
-        """A retry that resumes at epoch ``epochs`` starts its history with the epochs the trial it retries
-        recorded (whole, as if it had never stopped), and reports them (the pruner and fidelity check see them)."""
-        if record.retry_of is None:
-            return
-        earlier = TrialRecord.from_trial(trial.study.get_trials(deepcopy=False)[record.retry_of])
-        record.val_error, record.train_loss = earlier.val_error[:epochs], earlier.train_loss[:epochs]
-        record.epoch_seconds = earlier.epoch_seconds[:epochs]
-        record.save(trial, "val_error", "train_loss", "epoch_seconds")
-        if report:
-            for epoch, error in enumerate(record.val_error, start=1):
-                trial.report(error, epoch)
 
     def record(self, trial: optuna.Trial, record: TrialRecord, result) -> float:
         """The training's outcome on the trial; its error (chance for a diverged candidate)."""

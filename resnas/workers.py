@@ -112,9 +112,10 @@ def enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     record = TrialRecord.from_trial(trial)
     retry = TrialRecord(retry_of=trial.number, job=record.job or f"retry:{trial.number}",
                         checkpoint_of=trial.number if record.checkpoint_of is None else record.checkpoint_of,
-                        repeat=record.repeat, confirms=record.confirms)
-    study.enqueue_trial(params, skip_if_exists=False,
-                        user_attrs=retry.to_user_attrs("retry_of", "job", "checkpoint_of", "repeat", "confirms"))
+                        repeat=record.repeat, confirms=record.confirms, val_error=record.val_error,
+                        train_loss=record.train_loss, epoch_seconds=record.epoch_seconds)  # kept up to the checkpoint
+    study.enqueue_trial(params, skip_if_exists=False, user_attrs=retry.to_user_attrs(
+        "retry_of", "job", "checkpoint_of", "repeat", "confirms", "val_error", "train_loss", "epoch_seconds"))
     return True
 
 

@@ -1,0 +1,226 @@
+"""Chaos: four workers start together on a fresh storage and a 10-point grid; one is SIGKILLed mid-trial
+at a random moment and started again. Every worker exits 0 (or is the killed one), every grid point
+completes exactly once, nothing is left RUNNING or WAITING, no completed trial changes, and the killed
+trial is retried from its epoch checkpoint. On SQLite, journal, PostgreSQL and the gRPC proxy, and for a
+trial under ``accelerate launch`` (2 CPU ranks). Also the dead-worker rules themselves (resnas.workers).
+"""
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from resnas.workers import identity, is_alive, reap
+
+GRID = """
+name: chaos
+dataset: digits
+sampler: grid
+pruner: none
+epochs: {min: 4, max: 4}
+recipe: {batch_size: 128, warmup_iters: 0}
+space:
+  widths: [[4, 8, 16]]
+  depth: [8]
+  act: [original, bn_after_add, relu_before_add, relu_preact, preact]
+  shortcut: {identity: {}, scaling: {scale: [0.5]}}
+"""
+POINTS = 10
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fresh_postgres() -> str:
+    url = os.environ.get("RESNAS_TEST_POSTGRES")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must start PostgreSQL first: eval \"$(.ci/postgres)\"")
+        pytest.skip("no PostgreSQL: eval \"$(.ci/postgres)\" starts one on 127.0.0.1")
+    import psycopg
+
+    name = f"chaos_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def _load(url: str) -> optuna.Study:
+    from resnas.storage import open_storage
+
+    return optuna.load_study(study_name="chaos", storage=open_storage(url))
+
+
+def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return _load(url).get_trials(deepcopy=False)
+    except (KeyError, ValueError, optuna.exceptions.StorageInternalError):
+        return []  # the study does not exist yet
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (accelerate's ranks run in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(p := todo.pop())
+        todo += children.get(p, [])
+    return tree
+
+
+def _kill_tree(pid: int) -> None:
+    for p in _tree(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+
+
+def _victim_trial(url: str, pid: int):
+    """The trial that the process ``pid`` (or a rank it launched) runs, once it has trained an epoch (so it
+    has a checkpoint) and while it has two more to go."""
+    for t in _trials(url):
+        worker = t.user_attrs.get("worker") or {}
+        if t.state == TrialState.RUNNING and worker.get("pid") in _tree(pid) \
+                and 1 <= len(t.user_attrs.get("val_error") or ()) <= 2:
+            return t
+    return None
+
+
+def _chaos(url: str, space, cwd, command=None, workers: int = 4, seed: int = 0, env=ENV) -> dict:
+    """Start ``workers`` searches at once, SIGKILL one mid-trial, restart it, wait; check every promise."""
+    command = command or [sys.executable, "-m", "resnas", "search"]
+    argv = [*command, "--space", str(space), "--storage", url, "--confirm", "0", "--heartbeat", "1"]
+    procs = [subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(workers)]
+    victim, started = random.Random(seed).randrange(workers), time.monotonic()
+    try:
+        while (killed := _victim_trial(url, procs[victim].pid)) is None:
+            assert procs[victim].poll() is None and time.monotonic() - started < 300, \
+                procs[victim].stderr.read().decode()[-2000:] if procs[victim].poll() is not None else "too slow"
+            time.sleep(0.05)
+        before = {t.number: t.values for t in _trials(url) if t.state == TrialState.COMPLETE}
+        time.sleep(random.Random(seed).uniform(0, 0.2))
+        _kill_tree(procs[victim].pid)  # the launcher and its ranks alike
+        procs[victim].wait(30)
+        killed_at = time.time()
+        restarted = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        codes = {i: p.wait(300) for i, p in enumerate(procs)}
+        errors = [p.stderr.read().decode()[-2000:] for p in procs if p.returncode not in (0, -signal.SIGKILL)]
+        assert restarted.wait(300) == 0, restarted.stderr.read().decode()[-2000:]
+    finally:
+        for p in procs:
+            _kill_tree(p.pid)
+    assert codes.pop(victim) == -signal.SIGKILL
+    assert all(code == 0 for code in codes.values()), errors
+
+    trials = _trials(url)
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    points = [tuple(sorted(t.params.items())) for t in done]
+    assert len(points) == len(set(points)) == POINTS  # every grid point exactly once
+    assert all({t.number: t.values for t in done}.get(n) == v for n, v in before.items())  # none changed
+    lost = trials[killed.number]
+    assert lost.state == TrialState.FAIL and lost.user_attrs["status"] == "lost"
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == killed.params
+    died_after = len(lost.user_attrs["val_error"])  # epochs it had reported when it was killed
+    assert died_after < 4, "killed after its last epoch: nothing left to resume"
+    assert retry[0].user_attrs["resumed_from_epoch"] >= died_after  # from its epoch checkpoint
+    assert retry[0].user_attrs["val_error"][:died_after] == lost.user_attrs["val_error"]  # its history whole
+    assert len(retry[0].user_attrs["val_error"]) == 4
+    surplus = [t for t in trials if t.user_attrs.get("status") == "surplus"]
+    assert len(trials) == POINTS + 1 + len(surplus)  # nothing else ran
+    detected = lost.datetime_complete.timestamp() - killed_at
+    print(f"chaos {url.split(':')[0]}: {workers} workers, 1 kill, {len(trials)} trials ({len(surplus)} surplus), "
+          f"0 duplicates, 0 stuck, 0 lost; dead worker detected {detected:+.1f} s after the kill")
+    return dict(trials=len(trials), surplus=len(surplus), detected=detected)
+
+
+@pytest.fixture
+def space(tmp_path):
+    path = tmp_path / "chaos.yaml"
+    path.write_text(GRID)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
+def test_four_workers_one_killed_on_a_fresh_storage(kind, space, tmp_path):
+    url = {"sqlite": f"sqlite:///{tmp_path / 'chaos.db'}", "journal": f"journal:///{tmp_path / 'chaos.log'}",
+           "postgresql": None}[kind] or _fresh_postgres()
+    _chaos(url, space, tmp_path, seed=hash(kind) % 100)
+
+
+def test_four_workers_one_killed_through_the_grpc_proxy(space, tmp_path):
+    port = _free_port()
+    proxy = subprocess.Popen([sys.executable, "-m", "resnas", "storage-proxy", "--storage",
+                              f"sqlite:///{tmp_path / 'behind.db'}", "--port", str(port)], cwd=tmp_path, env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            assert proxy.poll() is None and time.monotonic() < deadline, proxy.stdout.read().decode()[-2000:]
+            time.sleep(0.1)
+        _chaos(f"grpc://127.0.0.1:{port}", space, tmp_path, seed=3)
+    finally:
+        proxy.send_signal(signal.SIGINT)
+        proxy.wait(30)
+
+
+def test_a_trial_under_accelerate_launch_killed_and_resumed(space, tmp_path):
+    launch = [shutil.which("accelerate", path=os.path.dirname(sys.executable)), "launch", "--multi_gpu",
+              "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", "0", "-m", "resnas", "search"]
+    # one distributed search (2 ranks): the launcher and both ranks are killed, a new launch resumes
+    _chaos(f"sqlite:///{tmp_path / 'ddp.db'}", space, tmp_path, command=launch, workers=1,
+           env=dict(ENV, ACCELERATE_USE_CPU="1"))
+
+
+# ---- the rules of resnas.workers ------------------------------------------------------------------
+def _running_trial(study: optuna.Study, worker: dict, beat_age: float) -> int:
+    trial = study.ask()
+    trial.suggest_int("x", 0, 9)
+    trial.set_user_attr("worker", worker)
+    trial.set_user_attr("heartbeat", time.time() - beat_age)
+    return trial.number
+
+
+def test_dead_pid_here_at_once_stale_heartbeat_elsewhere_after_the_grace(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'w.db'}", study_name="w")
+    me = identity()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = dict(me, pid=int(dead.stdout), start=1)  # that pid has exited
+    reused = dict(me, start=(me["start"] or 0) + 1)  # this pid, but another process's start time
+    elsewhere = dict(me, machine="another-machine/pid:[1]")
+    numbers = {"me": _running_trial(study, me, beat_age=100), "gone": _running_trial(study, gone, beat_age=0),
+               "reused": _running_trial(study, reused, beat_age=0),
+               "far fresh": _running_trial(study, elsewhere, beat_age=0.5),
+               "far stale": _running_trial(study, elsewhere, beat_age=10)}
+    assert is_alive(me) is True and is_alive(gone) is False and is_alive(elsewhere) is None
+    assert sorted(reap(study, grace=5)) == sorted(numbers[k] for k in ("gone", "reused", "far stale"))
+    assert reap(study, grace=5) == []  # reaped once; a second reaper finds nothing
+    trials = study.get_trials(deepcopy=False)
+    assert [trials[numbers[k]].state for k in ("me", "far fresh")] == [TrialState.RUNNING] * 2
+    assert "its process is gone" in trials[numbers["gone"]].user_attrs["reason"]
+    assert "no heartbeat for 5 s" in trials[numbers["far stale"]].user_attrs["reason"]
+    retries = [t for t in trials if t.state == TrialState.WAITING]
+    assert sorted(t.user_attrs["retry_of"] for t in retries) == sorted(numbers[k] for k in ("gone", "reused", "far stale"))
