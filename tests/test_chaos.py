@@ -37,6 +37,20 @@ space:
   shortcut: {identity: {}, scaling: {scale: [0.5]}}
 """
 POINTS = 10
+DRAWN = """
+name: drawn
+dataset: digits
+sampler: tpe
+pruner: none
+trials: 2
+epochs: {min: 1, max: 1}
+recipe: {batch_size: 128, warmup_iters: 0}
+space:
+  widths: [[4, 8, 16]]
+  depth: [8]
+  act: [preact]
+  shortcut: {scaling: {scale: {low: 0.1, high: 1.0}}}
+"""
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
@@ -195,6 +209,18 @@ def test_a_trial_under_accelerate_launch_killed_and_resumed(space, tmp_path):
            env=dict(ENV, ACCELERATE_USE_CPU="1"))
 
 
+def test_workers_started_together_without_an_index_draw_different_candidates(tmp_path):
+    space = tmp_path / "drawn.yaml"
+    space.write_text(DRAWN)
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    argv = [sys.executable, "-m", "resnas", "search", "--space", str(space), "--storage", url, "--confirm", "0"]
+    procs = [subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(3)]
+    assert [p.wait(300) for p in procs] == [0, 0, 0], [p.stderr.read().decode()[-1000:] for p in procs]
+    trials = optuna.load_study(study_name="drawn", storage=url).trials
+    scales = [t.params["scaling.scale"] for t in trials]
+    assert len(scales) == 6 and len(set(scales)) == 6  # the same seed once drew the same 2 candidates 3 times
+
+
 # ---- the rules of resnas.workers ------------------------------------------------------------------
 def _running_trial(study: optuna.Study, worker: dict, beat_age: float) -> int:
     trial = study.ask()
@@ -224,3 +250,7 @@ def test_dead_pid_here_at_once_stale_heartbeat_elsewhere_after_the_grace(tmp_pat
     assert "no heartbeat for 5 s" in trials[numbers["far stale"]].user_attrs["reason"]
     retries = [t for t in trials if t.state == TrialState.WAITING]
     assert sorted(t.user_attrs["retry_of"] for t in retries) == sorted(numbers[k] for k in ("gone", "reused", "far stale"))
+    # a trial whose worker died between ask() and its first heartbeat: stale from its start
+    bare = study.ask().number
+    time.sleep(0.3)
+    assert sorted(reap(study, grace=0.2)) == sorted([bare, numbers["far fresh"]])
