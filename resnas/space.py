@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,8 +23,18 @@ from typing import Any
 import yaml
 
 from .data import DATASETS
-from .spec import ACT_LETTERS, ACTS, IMAGENET_LAYERS, LAYOUTS, SHORTCUTS, UNITS, ArchSpec, default_shortcut
-from .train import Recipe
+from .spec import (
+    ACT_LETTERS,
+    ACTS,
+    IMAGENET_LAYERS,
+    LAYOUTS,
+    SHORTCUTS,
+    UNITS,
+    ArchSpec,
+    default_shortcut,
+    short_repr,
+)
+from .train import SCHEDULES, Recipe
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
 PRUNERS = ("hyperband", "successive_halving", "median", "none")
@@ -33,6 +44,11 @@ TOP_KEYS = ("name", "description", "dataset", "sampler", "pruner", "objectives",
 SPACE_KEYS = ("layout", "stem", "unit", "depth", "act", "shortcut", "width", "widths", "down")
 # a space's recipe may set every field of Recipe but its schedule's length, which is the space's epochs.max
 RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name != "schedule_epochs")
+# a space file is a few hundred bytes: 1 MiB as written, and with its aliases expanded (a "billion laughs"
+# of ten lines stands for gigabytes)
+MAX_SPACE_SIZE = 2**20
+MAX_POINTS = 100_000  # points of a space (each range at both ends): each is checked when the space loads
+SEED_MAX = 2**32 - 1  # what numpy's and Optuna's samplers accept
 
 
 class SpaceError(ValueError):
@@ -159,6 +175,8 @@ class _Walker:
 def _walk(fn, end: int | None = None) -> list[tuple[dict[str, Any], Any]]:
     out, path = [], []
     while True:
+        if len(out) == MAX_POINTS:
+            raise SpaceError(f"space: more than {MAX_POINTS} points (the product of its choices); make it smaller")
         walker = _Walker(path, end)
         out.append((walker.params, fn(walker)))
         del path[walker.pos:]
@@ -188,26 +206,71 @@ def load_space(name_or_path: str | Path) -> Space:
     if path.suffix not in (".yaml", ".yml"):
         spaces = builtin_spaces()
         if str(name_or_path) not in spaces:
-            raise SpaceError(f"space: unknown space {str(name_or_path)!r}; allowed: {', '.join(spaces)} "
+            raise SpaceError(f"space: unknown space {short_repr(str(name_or_path))}; allowed: {', '.join(spaces)} "
                              "or a path to a .yaml file")
         path = spaces[str(name_or_path)]
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            data = f.read(MAX_SPACE_SIZE + 1)  # never more: --space may name any file
     except OSError as e:
         raise SpaceError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(data) > MAX_SPACE_SIZE:
+        raise SpaceError(f"{path}: larger than the limit of 1 MiB for a space file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"{path}: not UTF-8 text (byte {e.start})") from None
     return parse_space(text, source=str(path), default_name=path.stem)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that counts the size of the document with its aliases expanded, as it reads it
+    (an alias adds the size of what it names), and refuses a document above MAX_SPACE_SIZE."""
+
+    def compose_document(self):
+        self.sizes: dict[int, int] = {}  # id(node) -> its size expanded
+        return super().compose_document()
+
+    def compose_node(self, parent, index):
+        alias = self.check_event(yaml.AliasEvent)
+        node = super().compose_node(parent, index)
+        if alias:  # sized where its anchor was read
+            return node
+        if isinstance(node, yaml.ScalarNode):
+            size = len(node.value) + 1
+        else:  # an alias inside its own anchor counts 1 (not yet sized)
+            children = [n for item in node.value for n in (item if isinstance(item, tuple) else (item,))]
+            size = 1 + sum(self.sizes.get(id(n), 1) for n in children)
+        if size > MAX_SPACE_SIZE:
+            raise SpaceError(f"with its aliases expanded, the file is larger than the limit of 1 MiB (line "
+                             f"{node.start_mark.line + 1})")
+        self.sizes[id(node)] = size
+        return node
+
+
+def _load_yaml(text: str) -> Any:
+    """The YAML document of ``text`` (PyYAML's safe loader), bounded in size, or a one-line SpaceError."""
+    if len(text) > MAX_SPACE_SIZE:
+        raise SpaceError("larger than the limit of 1 MiB for a space file")
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader: no Python objects
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        reason = getattr(e, "problem", None) or getattr(e, "reason", None)
+        raise SpaceError(f"not valid YAML{where}{f': {_cut(reason)}' if reason else ''}") from None
+    except SpaceError:  # the loader's own, a ValueError too
+        raise
+    except RecursionError:
+        raise SpaceError("values nested too deeply") from None
+    except ValueError as e:  # from a constructor: int() of over 4300 digits, a date such as 2024-13-01
+        raise SpaceError(f"not valid YAML: {_cut(str(e).split(';')[0])}") from None
 
 
 def parse_space(text: str, source: str = "<space>", default_name: str = "space") -> Space:
     """A ``Space`` from YAML text; every mistake is a one-line ``SpaceError`` naming ``source`` and the key."""
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpaceError(f"{source}: not valid YAML{where}") from None
-    try:
-        return _build(raw, source, default_name)
+        return _build(_load_yaml(text), source, default_name)
     except SpaceError as e:
         raise SpaceError(f"{source}: {e}") from None
     except ValueError as e:  # from ArchSpec validation of the space's points
@@ -222,7 +285,7 @@ def _build(raw: Any, source: str, default_name: str) -> Space:
     max_epochs = _integer(epochs.get("max", 10), "epochs.max", 1)
     min_epochs = _integer(epochs.get("min", 1), "epochs.min", 1)
     if min_epochs > max_epochs:
-        raise SpaceError(f"epochs.min: {min_epochs} is above epochs.max {max_epochs}")
+        raise SpaceError(f"epochs.min: {short_repr(min_epochs)} is above epochs.max {short_repr(max_epochs)}")
     objectives = _list(raw.get("objectives", ["val_error"]), "objectives")
     for o in objectives:
         _one_of(o, "objectives", OBJECTIVES)
@@ -242,7 +305,7 @@ def _build(raw: Any, source: str, default_name: str) -> Space:
         sampler=sampler, pruner=pruner, objectives=tuple(objectives),
         min_epochs=min_epochs, max_epochs=max_epochs,
         trials=None if trials is None else _integer(trials, "trials", 1),
-        seed=_integer(raw.get("seed", 0), "seed", 0),
+        seed=_integer(raw.get("seed", 0), "seed", 0, SEED_MAX),
         recipe=dict(recipe), choices=choices, source=source,
     )
     _check_points(out)
@@ -250,10 +313,28 @@ def _build(raw: Any, source: str, default_name: str) -> Space:
 
 
 def _check_recipe(recipe: dict) -> None:
+    """Each value of its field's type (a one-line error naming the key), then Recipe's own checks of the ranges."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Recipe)}
+    values = {k: _recipe_value(v, f"recipe.{k}", defaults[k]) for k, v in recipe.items()}
     try:
-        Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()})
+        Recipe(**values)
     except (TypeError, ValueError) as e:
-        raise SpaceError(f"recipe: {e}") from None
+        raise SpaceError(f"recipe: {_cut(str(e))}") from None
+
+
+def _recipe_value(value: Any, key: str, default: Any) -> Any:
+    """``value`` as the type of its field's default (a milestones list as a tuple)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise SpaceError(f"{key}: {short_repr(value)} is not true or false")
+        return value
+    if isinstance(default, int):
+        return _integer(value, key, 0)
+    if isinstance(default, float):
+        return _number(value, key)
+    if isinstance(default, tuple):
+        return tuple(_number(v, key) for v in _list(value, key))
+    return _one_of(value, key, SCHEDULES)  # the one text field
 
 
 def _choices(space: dict) -> dict[str, Any]:
@@ -283,9 +364,7 @@ def _choices(space: dict) -> dict[str, Any]:
             for v in c["depth"]:
                 _one_of(v, "space.depth", tuple(IMAGENET_LAYERS))
     acts = _list(space.get("act", ["preact"]), "space.act")
-    c["act"] = tuple(ACT_LETTERS.get(a, a) for a in acts)
-    for a in c["act"]:
-        _one_of(a, "space.act", ACTS)
+    c["act"] = tuple(ACT_LETTERS.get(_one_of(a, "space.act", ACTS + tuple(ACT_LETTERS)), a) for a in acts)
     c["shortcut"] = _shortcuts(space.get("shortcut", [default_shortcut()]))
     if "width" in space:
         c["width"] = tuple(_number(v, "space.width") for v in _list(space["width"], "space.width"))
@@ -303,6 +382,9 @@ def _shortcuts(raw: Any) -> dict[str, Any]:
     """``[identity, conv1x1]`` or ``{scaling: {scale: [0, 0.5]}, exclusive_gate: {gate_bias: {low: -8, high: 0}}}``;
     each kind's keys are its row's parameters (``SHORTCUTS``)."""
     if isinstance(raw, list):
+        for k in raw:
+            if not isinstance(k, Hashable):  # [[identity]]: one line naming the kinds, not a TypeError
+                _one_of(k, "space.shortcut", tuple(SHORTCUTS))
         raw = {k: {} for k in raw}
     kinds = _mapping(raw, "space.shortcut", SHORTCUTS)
     if not kinds:
@@ -359,8 +441,14 @@ def _mapping(raw: Any, key: str, allowed: tuple) -> dict:
         raise SpaceError(f"{key}: expected a mapping, got {type(raw).__name__}")
     for k in raw:
         if k not in allowed:
-            raise SpaceError(f"{key}: unknown key {k!r}; allowed: {', '.join(map(str, allowed))}")
+            raise SpaceError(f"{key}: unknown key {short_repr(k)}; allowed: {', '.join(map(str, allowed))}")
     return raw
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    """Another library's message, cut to one bounded line (it may quote a user's value whole)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _list(raw: Any, key: str) -> list:
@@ -372,8 +460,8 @@ def _list(raw: Any, key: str) -> list:
 
 
 def _one_of(value: Any, key: str, allowed: tuple):
-    if isinstance(value, bool) or value not in allowed:
-        raise SpaceError(f"{key}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+    if isinstance(value, bool) or not isinstance(value, Hashable) or value not in allowed:  # a list, dict, set
+        raise SpaceError(f"{key}: {short_repr(value)} is not allowed; allowed: {', '.join(map(str, allowed))}")
     return value
 
 
@@ -383,13 +471,18 @@ def _string(value: Any, key: str) -> str:
     return value
 
 
-def _integer(value: Any, key: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise SpaceError(f"{key}: {value!r} is not an integer >= {low}")
+def _integer(value: Any, key: str, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise SpaceError(f"{key}: {short_repr(value)} is not an integer {allowed}")
     return value
 
 
 def _number(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SpaceError(f"{key}: {value!r} is not a finite number")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int beyond a float's range
+        number = math.inf
+    if not math.isfinite(number):
+        raise SpaceError(f"{key}: {short_repr(value)} is not a finite number")
+    return number

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,24 @@ IMAGENET_LAYERS = {
 }
 CONVS_PER_UNIT = {"basic": 2, "bottleneck": 3}
 WIDTH_RANGE = (0.0, 16.0)  # multiplier in (0, 16]
+# Sizes a spec may ask for, checked before anything is built (depth=6000002 was a MemoryError after a
+# minute of building): far above the paper's nets (1001 layers, ResNet-200's 65M weights).
+MAX_DEPTH = 10_000  # weighted layers
+MAX_WIDTH = 16_384  # a stage's width
+MAX_CHANNELS = 1_000_000  # in_chans and num_classes
+MAX_WEIGHTS = 10**10  # 40 GB of float32 weights
+
+_SHORT = reprlib.Repr()  # a repr that stops early: a quoted value may be a megabyte, or contain itself
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 60, 60
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (ending in ...), for error lines that quote a user's value."""
+    try:
+        text = _SHORT.repr(value)
+    except ValueError:  # an int of more digits than Python converts to text
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # ---- the shortcut axis: one row per kind ---------------------------------------------------------
@@ -142,14 +161,14 @@ def _kinds_of(param: str) -> list[str]:
 
 def _choices(name: str, value: Any, allowed) -> None:
     if value not in allowed:
-        raise ValueError(f"{name}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+        raise ValueError(f"{name}: {short_repr(value)} is not allowed; allowed: {', '.join(map(str, allowed))}")
 
 
 def _in_range(name: str, value: float, lo: float, hi: float, hi_open: bool = False) -> None:
     bad = not math.isfinite(value) or value < lo or (value >= hi if hi_open else value > hi)
     if bad:
         bracket = ")" if hi_open else "]"
-        raise ValueError(f"{name}: {value!r} is out of range; allowed: [{lo:g}, {hi:g}{bracket}")
+        raise ValueError(f"{name}: {short_repr(value)} is out of range; allowed: [{lo:g}, {hi:g}{bracket}")
 
 
 def cifar_layers(depth: int, unit: str) -> tuple[int, int, int]:
@@ -160,7 +179,7 @@ def cifar_layers(depth: int, unit: str) -> tuple[int, int, int]:
     if rest or n < 1:
         examples = ", ".join(str(per * k + 2) for k in (1, 2, 3, 18))
         raise ValueError(
-            f"depth: {depth} is not {per}n+2 for {unit} CIFAR units; allowed: {examples}, ... (any n >= 1)"
+            f"depth: {short_repr(depth)} is not {per}n+2 for {unit} CIFAR units; allowed: {examples}, ... (any n >= 1)"
         )
     return (n, n, n)
 
@@ -169,7 +188,7 @@ def imagenet_layers(depth: int) -> tuple[str, tuple[int, ...]]:
     """Unit type and units per stage of the ImageNet net of a depth (18, 34, 50, 101, 152, 200)."""
     if depth not in IMAGENET_LAYERS:
         raise ValueError(
-            f"depth: {depth} has no ImageNet layout; allowed: {', '.join(map(str, IMAGENET_LAYERS))}"
+            f"depth: {short_repr(depth)} has no ImageNet layout; allowed: {', '.join(map(str, IMAGENET_LAYERS))}"
             " (or give layers=a-b-c-d)"
         )
     return IMAGENET_LAYERS[depth]
@@ -245,15 +264,16 @@ class ArchSpec:
         set_(self, "layers", _int_tuple("layers", self.layers))
         set_(self, "widths", _int_tuple("widths", self.widths) or DEFAULT_WIDTHS[self.layout])
         if not self.layers or any(n < 1 for n in self.layers):
-            raise ValueError(f"layers: {self.layers!r} must be one or more positive unit counts per stage")
-        if len(self.widths) != len(self.layers) or any(w < 1 for w in self.widths):
-            raise ValueError(
-                f"widths: {self.widths!r} must be {len(self.layers)} positive widths, one per stage of layers"
-            )
+            raise ValueError(f"layers: {short_repr(self.layers)} must be one or more positive unit counts per stage")
+        if self.depth > MAX_DEPTH:
+            raise ValueError(f"depth: {short_repr(self.depth)} is above the limit of {MAX_DEPTH} layers")
+        if len(self.widths) != len(self.layers) or any(not 1 <= w <= MAX_WIDTH for w in self.widths):
+            raise ValueError(f"widths: {short_repr(self.widths)} must be {len(self.layers)} positive widths up to "
+                             f"{MAX_WIDTH}, one per stage of layers")
         known = shortcut_params()
         for name in self.shortcut_params:
             if name not in known:
-                raise ValueError(f"spec: unknown field {name!r}; allowed: {', '.join(sorted(_keys()))}")
+                raise ValueError(f"spec: unknown field {short_repr(name)}; allowed: {', '.join(sorted(_keys()))}")
         given = {name: known[name].check(value) for name, value in dict(self.shortcut_params).items()}
         set_(self, "width", _float("width", self.width))
         _in_range("width", self.width, *WIDTH_RANGE)
@@ -270,8 +290,17 @@ class ArchSpec:
         for name in ("in_chans", "num_classes"):
             value = getattr(self, name)
             lowest = 1 if name == "in_chans" else 0
-            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise ValueError(f"{name}: {value!r} must be an integer >= {lowest}")
+            if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= MAX_CHANNELS:
+                raise ValueError(f"{name}: {short_repr(value)} must be an integer >= {lowest}, at most {MAX_CHANNELS}")
+        if self._weights() > MAX_WEIGHTS:
+            raise ValueError(f"spec: about {self._weights():.3g} weights, above the limit of {MAX_WEIGHTS:.0e}; "
+                             "lower depth, widths, width or num_classes")
+
+    def _weights(self) -> float:
+        """About how many weights the net allocates (at most 3x3 convs in every unit, the stem, the fc)."""
+        convs = sum(n * CONVS_PER_UNIT[self.unit] * 9 * w * w for n, w in zip(self.layers, self.stage_widths))
+        features = self.stage_widths[-1] * (4 if self.unit == "bottleneck" else 1)
+        return float(convs + 49 * self.in_chans * self.stage_widths[0] + features * self.num_classes)
 
     # ---- derived ------------------------------------------------------------------------------
     @property
@@ -311,7 +340,7 @@ class ArchSpec:
             d.setdefault("num_classes", 1000)  # ImageNet nets default to its 1000 classes
         unknown = sorted(map(str, set(d) - _keys()))
         if unknown:
-            raise ValueError(f"spec: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(_keys()))}")
+            raise ValueError(f"spec: unknown field {short_repr(unknown[0])}; allowed: {', '.join(sorted(_keys()))}")
         if "depth" in d:
             if "layers" in d:
                 raise ValueError("depth: give depth or layers, not both")
@@ -323,7 +352,8 @@ class ArchSpec:
             else:
                 unit, d["layers"] = imagenet_layers(depth)
                 if d.setdefault("unit", unit) != unit:
-                    raise ValueError(f"unit: ImageNet depth {depth} uses {unit} units; give layers= for {d['unit']}")
+                    raise ValueError(f"unit: ImageNet depth {depth} uses {unit} units; give layers= for "
+                                     f"{short_repr(d['unit'])}")
         return cls(**d)
 
     def __str__(self) -> str:
@@ -357,9 +387,9 @@ class ArchSpec:
             key, sep, value = token.partition("=")
             key, value = key.strip(), value.strip()
             if not sep or not key:
-                raise ValueError(f"spec: {token!r} is not key=value")
+                raise ValueError(f"spec: {short_repr(token)} is not key=value")
             if key not in keys:
-                raise ValueError(f"spec: unknown field {key!r}; allowed: {', '.join(sorted(keys))}")
+                raise ValueError(f"spec: unknown field {short_repr(key)}; allowed: {', '.join(sorted(keys))}")
             if key in d:
                 raise ValueError(f"{key}: given twice")
             d[key] = _PARSERS[key](key, value) if key in _PARSERS else value
@@ -381,7 +411,7 @@ def _keys() -> set[str]:
 
 def _int(name: str, value: Any) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"{name}: {value!r} is not an integer")
+        raise ValueError(f"{name}: {short_repr(value)} is not an integer")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -389,23 +419,23 @@ def _int(name: str, value: Any) -> int:
     try:
         return int(str(value).strip())
     except ValueError:
-        raise ValueError(f"{name}: {value!r} is not an integer") from None
+        raise ValueError(f"{name}: {short_repr(value)} is not an integer") from None
 
 
 def _float(name: str, value: Any) -> float:
     if isinstance(value, bool):
-        raise ValueError(f"{name}: {value!r} is not a number")
+        raise ValueError(f"{name}: {short_repr(value)} is not a number")
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: {value!r} is not a number") from None
+        raise ValueError(f"{name}: {short_repr(value)} is not a number") from None
 
 
 def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
     if isinstance(value, str):
         value = [v for v in value.replace("x", "-").split("-") if v.strip()] if value.strip() else []
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f"{name}: {value!r} is not a list of integers such as 3-4-6-3")
+        raise ValueError(f"{name}: {short_repr(value)} is not a list of integers such as 3-4-6-3")
     return tuple(_int(name, v) for v in value)
 
 
