@@ -40,7 +40,16 @@ from .search import (
     tie_label,
 )
 from .space import SpaceError, builtin_spaces, load_space
-from .storage import DASHBOARD, StudyError, dashboard_server, existing_storage, load_study, mask_url
+from .storage import (
+    DASHBOARD,
+    StudyError,
+    dashboard_server,
+    existing_storage,
+    load_study,
+    mask_url,
+    open_storage,
+    proxy_server,
+)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -52,7 +61,12 @@ class UserError(click.ClickException):
     exit_code = 2
 
     def show(self, file=None) -> None:
-        err_console.print(f"error: {self.format_message()}", highlight=False, soft_wrap=True)
+        line = " ".join(self.format_message().split())  # one line, whatever a library put in its message
+        err_console.print(f"error: {line if len(line) <= MAX_LINE else line[:MAX_LINE - 3] + '...'}",
+                          highlight=False, soft_wrap=True)
+
+
+MAX_LINE = 400  # characters of an error line at most: a message that quotes a huge value stays readable
 
 
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy's and Optuna's samplers accept
@@ -273,7 +287,8 @@ class SearchDisplay:
 
 def _storage_option(f):
     return click.option("--storage", envvar="RESNAS_STORAGE", show_envvar=True,
-                        help="Optuna storage: sqlite:///FILE.db, journal:///FILE.log, postgresql://... [default: sqlite:///resnas.db].")(f)
+                        help="Optuna storage: sqlite:///FILE.db, journal:///FILE.log, postgresql://..., "
+                             "grpc://HOST:PORT (a resnas storage-proxy) [default: sqlite:///resnas.db].")(f)
 
 
 def _study_option(f):
@@ -500,12 +515,41 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     Example:
       resnas dashboard --storage sqlite:///resnas.db --port 8080
     """
+    url = _existing_storage(storage)
     try:
-        serve = dashboard_server(_existing_storage(storage))
+        open_storage(url)  # optuna-dashboard opens an RDB URL itself, with a traceback if it cannot: first ours
+        serve = dashboard_server(url)
     except StudyError as e:
         raise UserError(str(e)) from None
     console.print(f"{DASHBOARD} on http://{host}:{port} for {mask_url(serve.url)}", highlight=False, soft_wrap=True)
     serve(host=host, port=port)
+
+
+@cli.command("storage-proxy")
+@_storage_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless you say).")
+@click.option("--port", type=click.IntRange(1, 65535), default=13000, show_default=True)
+def storage_proxy(storage: str | None, host: str, port: int) -> None:
+    """Serve a storage to many workers (Optuna's gRPC storage proxy); they pass --storage grpc://HOST:PORT.
+
+    This process then holds the database connections and a cache of finished trials, however many
+    workers there are. Weights and checkpoints do not go through it: they stay in each worker's
+    ./resnas-artifacts (a shared folder across machines). No authentication, no TLS: bind a private address.
+
+    \b
+    Example:
+      resnas storage-proxy --storage postgresql://user@db-host/resnas --host 10.0.0.2 --port 13000
+      resnas search --storage grpc://10.0.0.2:13000 --workers 4
+    """
+    try:
+        serve = proxy_server(storage, host, port)
+        console.print(f"storage-proxy on grpc://{host}:{port} for {mask_url(serve.url)} (Ctrl-C stops it)",
+                      highlight=False, soft_wrap=True)
+        serve()
+    except StudyError as e:
+        raise UserError(str(e)) from None
+    except KeyboardInterrupt:  # a server's normal end: not an interrupted trial (main's message)
+        console.print("storage-proxy stopped", highlight=False)
 
 
 # ---- probe and reproduce --------------------------------------------------------------------------

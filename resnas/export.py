@@ -14,13 +14,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 import torch.nn as nn
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .spec import ArchSpec
@@ -28,6 +31,7 @@ from .zoo import input_cfg
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 ARCHITECTURE = "resnas_spec"
+CHECKSUM = "sha256"  # the safetensors metadata key of resnas files (kept weights, epoch checkpoints)
 
 
 class ExportError(ValueError):
@@ -57,8 +61,35 @@ def export(model: nn.Module, directory: str | os.PathLike, **input_info: Any) ->
 def _write_weights(model: nn.Module, path: Path) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, tmp, metadata={"format": "pt"})
+    save_file(tensors, tmp, metadata={"format": "pt", CHECKSUM: tensor_sha256(tensors)})
     os.replace(tmp, path)
+
+
+def tensor_sha256(tensors: dict[str, torch.Tensor], text: str = "") -> str:
+    """The sha256 of ``text`` and of the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256(text.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def verify_weights(path: str | os.PathLike, name: str | None = None) -> None:
+    """Check the weights file against the checksum it carries (files without one predate it); a
+    one-line ExportError naming ``name`` (default: the path) for a damaged one."""
+    name = name or str(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            expected = (f.metadata() or {}).get(CHECKSUM)
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if expected else {}
+    except OSError as e:
+        raise ExportError(f"export: cannot read {name} ({e.strerror or e})") from None
+    except Exception as e:  # safetensors' own error: a truncated file, a bad header
+        raise ExportError(f"export: {name} is unreadable (corrupt or truncated: {type(e).__name__})") from None
+    if expected and tensor_sha256(tensors) != expected:
+        raise ExportError(f"export: {name} is corrupt (checksum mismatch: its tensor data changed after it was "
+                          "written)")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -94,6 +125,7 @@ def load(directory: str | os.PathLike) -> nn.Module:
         ArchSpec.parse(config["model_args"]["spec"])
     except ValueError as e:
         raise ExportError(f"export: {Path(directory) / CONFIG} has a bad spec ({e})") from None
+    verify_weights(Path(directory) / WEIGHTS)
     try:
         return timm.create_model(f"local-dir:{Path(directory).resolve()}", pretrained=True)
     except (RuntimeError, OSError) as e:  # weights that do not match the spec, unreadable files

@@ -39,7 +39,7 @@ from .record import (
     trained,
 )
 from .storage import artifact_root, remove_artifacts
-from .train import CHECKPOINT, Recipe, StopTraining, checkpoint_epoch, dataset_recipe, train
+from .train import CHECKPOINT, CheckpointWriteError, Recipe, StopTraining, checkpoint_history, dataset_recipe, train
 from .workers import Heartbeat, surplus_reason
 
 if TYPE_CHECKING:  # search.py builds the Objective: an import at run time would be circular
@@ -82,6 +82,7 @@ class Objective:
         self.probe_batch = None  # one validation batch, taken by the first probe
         self.reference_gains: dict[str, float] = {}
         self.queue_only = search.space.sampler == "grid"  # only enqueued trials run (a grid; a confirmation)
+        self.disk_full: str | None = None  # why the search stopped: an epoch checkpoint did not fit
 
     def __call__(self, trial: optuna.Trial, real_trial: optuna.Trial | None = None):
         """``real_trial``: the Optuna trial behind a TorchDistributedTrial (main process only)."""
@@ -101,6 +102,9 @@ class Objective:
         except Exception as e:  # recorded with its reason; the search goes on (study.optimize catch)
             if TrialRecord.from_trial(trial).status in (None, Status.RUNNING):
                 TrialRecord(status=Status.FAILED, reason=error_reason(e)).save(trial, "status", "reason")
+            if isinstance(e, CheckpointWriteError) and isinstance(owner, optuna.Trial):
+                self.disk_full = str(e)  # but not on a full disk: every next candidate would fail alike
+                owner.study.stop()
             raise
 
     def _run(self, trial: optuna.Trial, real_trial: optuna.Trial | None):
@@ -213,18 +217,17 @@ class Objective:
             record.checkpoint_of = trial.number
         record.save(trial, "checkpoint_of")
         checkpoints = checkpoint_dir(self.search, spec, record.checkpoint_of)
-        resumed = checkpoint_epoch(checkpoints / CHECKPOINT)
-        if resumed:
-            record.resumed_from_epoch = resumed
-            record.save(trial, "resumed_from_epoch")
-        # a retry's history is whole: the epochs it resumes (copied from the trial it retries), then its own;
-        # reported, so that the pruner and the fidelity check see them
-        record.val_error, record.train_loss, record.epoch_seconds = (
-            history[:resumed or 0] for history in (record.val_error, record.train_loss, record.epoch_seconds))
-        record.save(trial, "val_error", "train_loss", "epoch_seconds")
-        for epoch, error in enumerate(record.val_error, start=1):
-            if single:
-                trial.report(error, epoch)
+        # a retry's history is whole: the epochs its checkpoint holds, then its own; reported, so that the
+        # pruner and the fidelity check see them
+        history = checkpoint_history(checkpoints / CHECKPOINT)
+        if history and history["train_loss"]:
+            record.resumed_from_epoch = len(history["train_loss"])
+            record.val_error, record.train_loss = list(history["val_error"]), list(history["train_loss"])
+            record.epoch_seconds = [round(s, 3) for s in history["epoch_seconds"]]
+            record.save(trial, "resumed_from_epoch", "val_error", "train_loss", "epoch_seconds")
+            for epoch, error in enumerate(record.val_error, start=1):
+                if single:
+                    trial.report(error, epoch)
         # the seed follows the design, so a retried trial resumes the same run from its checkpoint;
         # recorded, so that export retrains exactly this run
         record.seed = design_seed(self.seed, spec, record.repeat or 0)

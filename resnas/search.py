@@ -37,12 +37,23 @@ from optuna_integration import TorchDistributedTrial
 from scipy import stats
 
 from .data import load_data
-from .export import export
+from .export import WEIGHTS, export, verify_weights
 from .objective import Objective, Surplus, design_seed, end_if_surplus, ranked_designs, ranked_trials, search_recipe
 from .ranking import TIE_TEST
 from .record import ARTIFACT_FILES, Status, StudyRecord, TrialRecord, epochs_spent, status_of
 from .space import Space, load_space
-from .storage import DEFAULT_STORAGE, StudyError, artifact_store, first_line, open_storage, quiet, weights_kept
+from .storage import (
+    DEFAULT_STORAGE,
+    StudyError,
+    artifact_store,
+    disk_note,
+    first_line,
+    local_file,
+    mask_url,
+    open_storage,
+    quiet,
+    weights_kept,
+)
 from .train import train
 from .workers import enqueue_retry, grid_job, interrupted, reap
 
@@ -343,6 +354,11 @@ def run_search(search: Search, enqueue: bool = True) -> optuna.Study:
     """Open (or resume) the study, run ``search.trials`` more trials (or ``search.budget_epochs``) in this
     process, then confirm the best designs with more seeds (``search.confirm``)."""
     data = load_data(dataset_of(search), search.data_dir)
+    with _storage_writable(search.storage_url):
+        return _run_search(search, data, enqueue)
+
+
+def _run_search(search: Search, data, enqueue: bool) -> optuna.Study:
     study = open_study(search)
     if enqueue:
         prepare(study, search.space, search.grid, search.heartbeat)
@@ -360,8 +376,25 @@ def run_search(search: Search, enqueue: bool = True) -> optuna.Study:
             objective.queue_only = True  # the confirmation runs its enqueued runs, nothing the sampler draws
             study.optimize(objective, n_trials=n, timeout=left, catch=(Exception,),
                            callbacks=[QueueEmpty(), *search.callbacks])
+    if objective.disk_full:
+        raise StudyError(f"search stopped: disk full? {objective.disk_full}")
     write_note(study, search.space)
     return study
+
+
+@contextlib.contextmanager
+def _storage_writable(url: str):
+    """A storage that cannot be written any more (a full disk) ends the run in one line; the trial it could
+    not record is left RUNNING, for the next run to find its worker dead and retry it (resnas.workers)."""
+    try:
+        yield
+    except (optuna.exceptions.StorageInternalError, OSError, AssertionError) as e:
+        # Optuna's "Should not reach." assertion stands in front of the storage error that tell() raised
+        cause = e.__context__ if isinstance(e, AssertionError) else e
+        if cause is None:
+            raise
+        raise StudyError(f"storage: cannot write {mask_url(url)}: {first_line(cause)}"
+                         f"{disk_note(local_file(url), cause)}") from None
 
 
 class QueueEmpty:
@@ -667,9 +700,16 @@ def _fill_export(study: optuna.Study, url: str, trial, folder: Path, data_dir: s
     record, made = TrialRecord.from_trial(trial), StudyRecord.from_study(study)
     if weights_kept(url, record):
         store = artifact_store(url)
-        for name in ARTIFACT_FILES:
-            download_artifact(artifact_store=store, artifact_id=record.artifacts[name], file_path=str(folder / name))
-        return f"trial {trial.number}'s own weights"
+        try:
+            for name in ARTIFACT_FILES:
+                download_artifact(artifact_store=store, artifact_id=record.artifacts[name],
+                                  file_path=str(folder / name))
+            kept = record.artifacts[WEIGHTS]  # a damaged artifact: one line (ExportError), nothing written
+            verify_weights(folder / WEIGHTS, f"trial {trial.number}'s kept weights (artifact {kept})")
+            return f"trial {trial.number}'s own weights"
+        except optuna.artifacts.exceptions.ArtifactNotFound:  # removed since (a worker's top k): as if never kept
+            for name in ARTIFACT_FILES:
+                (folder / name).unlink(missing_ok=True)
     data = load_data(made.dataset or "digits", data_dir)
     epochs = int(made.max_epochs or record.epochs or 1)
     recipe = search_recipe(data.name, made.recipe or {}, epochs)

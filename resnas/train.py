@@ -20,6 +20,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from safetensors.torch import save_file
 from torch.optim.lr_scheduler import ChainedScheduler, ConstantLR, CosineAnnealingLR, MultiStepLR
 
 from .data import DATASETS, Data
+from .export import CHECKSUM, tensor_sha256
 from .network import build, count_macs, count_params
 from .spec import ArchSpec
 
@@ -169,6 +171,15 @@ class TrainResult:
 
 class Diverged(Exception):
     """Raised by train_epoch on a NaN, inf or too large loss; train() turns it into status 'diverged'."""
+
+
+class CheckpointError(ValueError):
+    """An epoch checkpoint that cannot be resumed (damaged, another run's) or written (a full disk): one line
+    naming the file, which is left as it was."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """An epoch checkpoint that could not be written (a full disk): every next candidate would fail alike."""
 
 
 def default_precision() -> str:
@@ -405,18 +416,38 @@ def save_checkpoint(path: Path, accelerator, model: nn.Module, optimizer, schedu
         state = dict(run=run, epoch=len(history["train_loss"]), history=history, model=model.state_dict(),
                      optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=_rng_state(generator))
         tensors: dict[str, torch.Tensor] = {}
-        header = _encode(state, "", tensors)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        header = json.dumps(_encode(state, "", tensors))
         tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, tmp, metadata={"resnas": json.dumps(header)})
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file(tensors, tmp, metadata={"resnas": header, CHECKSUM: tensor_sha256(tensors, header)})
+            os.replace(tmp, path)
+        except Exception as e:  # OSError, or safetensors' own error for a write that failed (a full disk)
+            tmp.unlink(missing_ok=True)
+            why = (str(e).splitlines() or [type(e).__name__])[0]
+            raise CheckpointWriteError(f"checkpoint: cannot write {path} ({why}); {_free_mib(path.parent)} MiB free on "
+                                  "its disk") from None
     accelerator.wait_for_everyone()
+
+
+def _free_mib(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:,.1f}"
+    except OSError:
+        return "?"
 
 
 def checkpoint_epoch(path: Path) -> int | None:
     """The epochs a checkpoint holds, or None when there is none (or it is unreadable)."""
+    history = checkpoint_history(path)
+    return None if history is None else len(history["train_loss"])
+
+
+def checkpoint_history(path: Path) -> dict[str, list[float]] | None:
+    """The per-epoch history a checkpoint holds (train_loss, val_error, val_loss, epoch_seconds), or None."""
     try:
-        return int(_read_checkpoint(path)[0]["epoch"])
+        header, tensors = _read_checkpoint(path)
+        return _decode(header["history"], tensors)
     except (OSError, ValueError, KeyError):
         return None
 
@@ -424,13 +455,17 @@ def checkpoint_epoch(path: Path) -> int | None:
 def _read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     try:
         with safe_open(path, framework="pt") as f:
-            header = json.loads(f.metadata()["resnas"])
+            text, expected = f.metadata()["resnas"], f.metadata().get(CHECKSUM)
+            header = json.loads(text)
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except OSError:
         raise
     except Exception as e:  # safetensors' own error type, bad JSON, missing header
-        raise ValueError(f"checkpoint: {path} is unreadable (corrupt or truncated: {type(e).__name__}); "
-                         "remove it to start over") from None
+        raise CheckpointError(f"checkpoint: {path} is unreadable (corrupt or truncated: {type(e).__name__}); "
+                              "remove it to start over") from None
+    if expected is not None and tensor_sha256(tensors, text) != expected:  # none: written before checksums
+        raise CheckpointError(f"checkpoint: {path} is damaged (checksum mismatch: its data changed after it "
+                              "was written); remove it to start over")
     return header, tensors
 
 
@@ -441,8 +476,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, generato
     state = _decode(header, tensors)
     if state["run"] != json.loads(json.dumps(run)):
         diff = sorted(k for k in run if state["run"].get(k) != json.loads(json.dumps(run[k])))
-        raise ValueError(f"checkpoint: {path} belongs to another run (differs in {', '.join(diff)}); "
-                         "remove it or use another directory")
+        raise CheckpointError(f"checkpoint: {path} belongs to another run (differs in {', '.join(diff)}); "
+                              "remove it or use another directory")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -106,16 +106,14 @@ def enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     """Enqueue a lost or interrupted trial again, with what its run needs: its job, the first trial of its
     retry chain (whose epoch checkpoints it resumes), its confirmation repeat. A trial that died before
     drawing its candidate had nothing to lose: not retried."""
-    params = trial.params or trial.system_attrs.get("fixed_params")
-    if not params:
+    if not trial.params and "fixed_params" not in trial.system_attrs:
         return False
     record = TrialRecord.from_trial(trial)
     retry = TrialRecord(retry_of=trial.number, job=record.job or f"retry:{trial.number}",
                         checkpoint_of=trial.number if record.checkpoint_of is None else record.checkpoint_of,
-                        repeat=record.repeat, confirms=record.confirms, val_error=record.val_error,
-                        train_loss=record.train_loss, epoch_seconds=record.epoch_seconds)  # kept up to the checkpoint
-    study.enqueue_trial(params, skip_if_exists=False, user_attrs=retry.to_user_attrs(
-        "retry_of", "job", "checkpoint_of", "repeat", "confirms", "val_error", "train_loss", "epoch_seconds"))
+                        repeat=record.repeat, confirms=record.confirms)
+    study.enqueue_trial(trial.params or trial.system_attrs["fixed_params"], skip_if_exists=False,
+                        user_attrs=retry.to_user_attrs("retry_of", "job", "checkpoint_of", "repeat", "confirms"))
     return True
 
 

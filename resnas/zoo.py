@@ -16,7 +16,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from .network import ResNet
-from .spec import ArchSpec
+from .spec import ArchSpec, short_repr
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -110,5 +110,5 @@ def spec_of(name_or_spec: str) -> ArchSpec:
         return ZOO[name_or_spec]
     if "=" in name_or_spec:
         return ArchSpec.parse(name_or_spec)
-    raise ValueError(f"model: unknown name {name_or_spec!r}; allowed: {', '.join(ZOO)} or a spec string "
+    raise ValueError(f"model: unknown name {short_repr(name_or_spec)}; allowed: {', '.join(ZOO)} or a spec string "
                      "such as 'depth=20,act=preact'")

@@ -134,9 +134,9 @@ def _chaos(url: str, space, cwd, command=None, workers: int = 4, seed: int = 0, 
             time.sleep(0.05)
         before = {t.number: t.values for t in _trials(url) if t.state == TrialState.COMPLETE}
         time.sleep(random.Random(seed).uniform(0, 0.2))
+        killed_at = time.time()
         _kill_tree(procs[victim].pid)  # the launcher and its ranks alike
         procs[victim].wait(30)
-        killed_at = time.time()
         restarted = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         codes = {i: p.wait(300) for i, p in enumerate(procs)}
         errors = [p.stderr.read().decode()[-2000:] for p in procs if p.returncode not in (0, -signal.SIGKILL)]

@@ -302,3 +302,9 @@ def test_export_retrains_when_a_kept_file_goes_while_it_reads(searched, tmp_path
     assert main(["export", "--storage", url, "--output", str(tmp_path / "net")]) == 0
     assert "retrained for 1 epochs" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "net").iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_an_unknown_huge_model_name_is_one_bounded_line(capsys):
+    assert main(["summary", "x" * 100_000]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model: unknown name 'xxx") and err.count("\n") == 1 and len(err) < 400

@@ -51,7 +51,10 @@ def test_three_workers_on_postgres_match_one_worker(pg_url, tmp_path, capsys, mo
     studies = {name: optuna.load_study(study_name=name, storage=pg_url) for name in (many, one)}
     points = sorted(map(str, parse_space(GRID).grid_points()))
     for study in studies.values():
-        trials = study.trials
+        # two workers may ask at the moment the queue runs empty: the one left without a point ends unrun
+        surplus = [t for t in study.trials if t.user_attrs.get("status") == "surplus"]
+        assert all(t.state == TrialState.FAIL and not t.params for t in surplus)
+        trials = [t for t in study.trials if t not in surplus]
         assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
         assert sorted(str(t.params) for t in trials) == points  # each grid point once, none repeated
         assert len({t.user_attrs["device"] for t in trials}) == 1
@@ -59,7 +62,8 @@ def test_three_workers_on_postgres_match_one_worker(pg_url, tmp_path, capsys, mo
     assert best_many.user_attrs["spec"] == best_one.user_attrs["spec"]
     assert best_many.value == pytest.approx(best_one.value, abs=1e-9)
     by_spec = {t.user_attrs["spec"]: t.value for t in studies[one].trials}
-    assert all(by_spec[t.user_attrs["spec"]] == pytest.approx(t.value, abs=1e-9) for t in studies[many].trials)
+    assert all(by_spec[t.user_attrs["spec"]] == pytest.approx(t.value, abs=1e-9) for t in studies[many].trials
+               if t.state == TrialState.COMPLETE)
 
 
 def test_postgres_sessions_commit_without_waiting_for_the_disk(pg_url):

@@ -7,6 +7,7 @@ import pytest
 from optuna.trial import TrialState
 
 from resnas.cli import main
+from resnas.record import epochs_spent
 from resnas.reproduce import TABLES, ranks, row_key, scaled_space
 from resnas.space import load_space
 
@@ -145,8 +146,10 @@ def test_ctrl_c_then_rerun_resumes_the_interrupted_row_and_trains_each_row_once(
     retry = trials[-1]
     assert retry.params == interrupted.params
     assert retry.user_attrs["retry_of"] == retry.user_attrs["checkpoint_of"] == 1
-    # it resumed from the interrupted run's checkpoint: only the epochs after it were trained
-    assert retry.user_attrs["resumed_from_epoch"] >= 1 and retry.user_attrs["epochs"] == epochs
-    assert len(retry.user_attrs["val_error"]) == epochs - retry.user_attrs["resumed_from_epoch"] < epochs
+    # it resumed from the interrupted run's checkpoint: only the epochs after it were trained; its history is whole
+    k = retry.user_attrs["resumed_from_epoch"]
+    assert 1 <= k < epochs and retry.user_attrs["epochs"] == len(retry.user_attrs["val_error"]) == epochs
+    assert retry.user_attrs["val_error"][:k] == interrupted.user_attrs["val_error"][:k]
+    assert epochs_spent(retry) == epochs - k
     rows = list(csv.DictReader((out / "table1.csv").open()))
     assert [r["row"] for r in rows] == ["1", "4", "10"] and all(r["runs"] != "-" for r in rows)

@@ -16,4 +16,4 @@ GPUS=${SLURM_GPUS_ON_NODE:-8}
 # each array task trains one trial at a time on all of its node's GPUs; rank 0 talks to the study
 srun accelerate launch --multi_gpu --num_processes "$GPUS" --main_process_port $((29500 + SLURM_ARRAY_TASK_ID)) \
     -m resnas search --space "$SPACE" --dataset cifar10 --data-dir "$DATA_DIR" --study "${SPACE}-cifar10" \
-    --heartbeat 120 --worker-index "$SLURM_ARRAY_TASK_ID"
+    --heartbeat 120  # no index needed: candidates follow trial numbers, so the tasks draw different ones
