@@ -61,10 +61,11 @@ def design_seed(seed: int, spec, repeat: int = 0) -> int:
     return (seed + zlib.crc32(key.encode())) % 2**31
 
 
-def checkpoint_dir(search: Search, spec, run: int) -> Path:
-    """Where a candidate's epoch checkpoints live: beside the artifacts, keyed by study, design and the
-    trial that first ran it (its retries resume there)."""
-    key = hashlib.sha1(f"{search.name}\n{spec}\n{search.max_epochs}\n{run}".encode()).hexdigest()[:20]
+def checkpoint_dir(search: Search, spec, job: str) -> Path:
+    """Where a candidate's epoch checkpoints live: beside the artifacts, keyed by study, design and job
+    (resnas.workers): whichever trial runs the job next (a retry, a second copy) resumes there, and two
+    trials that drew the same design at once keep apart."""
+    key = hashlib.sha1(f"{search.name}\n{spec}\n{search.max_epochs}\n{job}".encode()).hexdigest()[:20]
     return artifact_root(search.storage_url) / "checkpoints" / key
 
 
@@ -212,11 +213,12 @@ class Objective:
             if single and not last and not record.repeat and trial.should_prune():
                 raise StopTraining(pruned_reason(space.pruner, report.epoch), status=Status.PRUNED.value)
 
-        # the first trial of a retry chain (retries copy its user attrs): twins running at once keep apart
+        # a drawn trial's job is its own number; retries (and copies of an enqueued job) carry theirs
         if record.checkpoint_of is None:
             record.checkpoint_of = trial.number
-        record.save(trial, "checkpoint_of")
-        checkpoints = checkpoint_dir(self.search, spec, record.checkpoint_of)
+        record.job = record.job or f"trial:{trial.number}"
+        record.save(trial, "checkpoint_of", "job")
+        checkpoints = checkpoint_dir(self.search, spec, record.job)
         # a retry's history is whole: the epochs its checkpoint holds, then its own; reported, so that the
         # pruner and the fidelity check see them
         history = checkpoint_history(checkpoints / CHECKPOINT)

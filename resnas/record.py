@@ -110,7 +110,7 @@ class TrialRecord:
     duplicate_of: int | None = None  # the completed twin whose result this trial took
     repeat: int | None = None  # a confirmation run of the design: 1, 2, ... (None: the search's own, repeat 0)
     confirms: int | None = None  # the trial whose design this confirmation repeats
-    job: str | None = None  # what an enqueued trial does (grid point, retry, confirmation): run once (resnas.workers)
+    job: str | None = None  # grid point, confirmation run, or trial:N (a drawn trial and its retries): run once
     worker: dict[str, Any] | None = None  # the process that runs it: host, machine, pid, start (resnas.workers)
     heartbeat: float | None = None  # unix time of its worker's last heartbeat
     artifacts: dict[str, str] = field(default_factory=dict)  # file name -> artifact id (top-k weights)

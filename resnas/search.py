@@ -292,8 +292,10 @@ def open_study(search: Search) -> optuna.Study:
     study.sampler = TrialSeeded(lambda s: make_sampler(space, s), seed)
     made = StudyRecord.from_study(study)
     if made.space is None:
-        for key, value in study_record(search).to_user_attrs().items():
-            study.set_user_attr(key, value)
+        attrs = study_record(search).to_user_attrs()
+        # "space" last: a worker that opens the study meanwhile sees no record yet, never half of one
+        for key in sorted(attrs, key=lambda k: k == "space"):
+            study.set_user_attr(key, attrs[key])
         with quiet():  # the dashboard's axes say val_error, not "Objective 0"
             study.set_metric_names(list(space.objectives))
     elif made.space != space.name or made.dataset != dataset_of(search):

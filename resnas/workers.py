@@ -109,7 +109,7 @@ def enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     if not trial.params and "fixed_params" not in trial.system_attrs:
         return False
     record = TrialRecord.from_trial(trial)
-    retry = TrialRecord(retry_of=trial.number, job=record.job or f"retry:{trial.number}",
+    retry = TrialRecord(retry_of=trial.number, job=record.job or f"trial:{trial.number}",
                         checkpoint_of=trial.number if record.checkpoint_of is None else record.checkpoint_of,
                         repeat=record.repeat, confirms=record.confirms)
     study.enqueue_trial(trial.params or trial.system_attrs["fixed_params"], skip_if_exists=False,
