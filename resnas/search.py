@@ -58,7 +58,7 @@ from .train import train
 from .workers import enqueue_retry, grid_job, interrupted, reap
 
 __all__ = ["EpochBudget", "Fidelity", "FidelityCheck", "Search", "check_fidelity", "design_row", "distributed",
-           "QueueEmpty", "TrialSeeded",
+           "QueueDrained", "TrialSeeded", "enqueued_only",
            "enqueue_confirmation", "enqueue_grid", "enqueue_retries", "export_trial", "finished_trials",
            "make_pruner", "make_sampler", "mean_sd", "measure_fidelity", "open_study", "prepare", "quiet_logs",
            "ranked_designs", "ranked_trials", "recorded_fidelity", "rungs", "run", "run_distributed", "run_search",
@@ -368,16 +368,16 @@ def _run_search(search: Search, data, enqueue: bool) -> optuna.Study:
     fidelity, budget = FidelityCheck(search, search.on_fidelity), EpochBudget(search.search_epochs)
     fidelity.apply(study)
     n_trials, started = trial_budget(study, search), time.monotonic()
-    queue = [QueueEmpty()] if objective.queue_only else []
     with _frozen_heap():
         if n_trials != 0:
-            study.optimize(objective, n_trials=n_trials, timeout=search.timeout, catch=(Exception,),
-                           callbacks=[fidelity, budget, *queue, *search.callbacks])
+            with enqueued_only(study, objective.queue_only):
+                study.optimize(objective, n_trials=n_trials, timeout=search.timeout, catch=(Exception,),
+                               callbacks=[fidelity, budget, *search.callbacks])
         left = None if search.timeout is None else search.timeout - (time.monotonic() - started)
         if (left is None or left > 0) and (n := enqueue_confirmation(study, search)):
             objective.queue_only = True  # the confirmation runs its enqueued runs, nothing the sampler draws
-            study.optimize(objective, n_trials=n, timeout=left, catch=(Exception,),
-                           callbacks=[QueueEmpty(), *search.callbacks])
+            with enqueued_only(study):
+                study.optimize(objective, n_trials=n, timeout=left, catch=(Exception,), callbacks=search.callbacks)
     if objective.disk_full:
         raise StudyError(f"search stopped: disk full? {objective.disk_full}")
     write_note(study, search.space)
@@ -399,17 +399,32 @@ def _storage_writable(url: str):
                          f"{disk_note(local_file(url), cause)}") from None
 
 
-class QueueEmpty:
-    """A study callback for runs of enqueued trials only (a grid, the confirmation): stop once none waits,
-    so that no trial past them is drawn (several workers share one queue)."""
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            study.stop()
+class QueueDrained(Exception):
+    """ask() found no enqueued trial in a run of enqueued trials only: the run is over."""
 
 
-def waiting(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+@contextlib.contextmanager
+def enqueued_only(study: optuna.Study, active: bool = True):
+    """A run of enqueued trials only (a grid, the confirmation): ``ask()`` pops a waiting trial, or ends
+    the run, and never draws a new one; two workers asking for the last waiting trial would, one of them."""
+    if not active:
+        yield
+        return
+    storage = study._storage  # ask() creates a trial without a template only when no trial waits
+    create = storage.create_new_trial
+
+    def create_enqueued(study_id, template_trial=None):
+        if template_trial is None:
+            raise QueueDrained
+        return create(study_id, template_trial)
+
+    storage.create_new_trial = create_enqueued
+    try:
+        yield
+    except QueueDrained:
+        pass
+    finally:
+        del storage.create_new_trial
 
 
 class EpochBudget:
@@ -557,9 +572,10 @@ def _drive(study: optuna.Study | None, objective: Objective, n_trials: int | Non
     """Trials together on every rank until the main process has run ``n_trials`` (None: no limit) or spent
     the epoch ``budget``; the main process (``study`` not None) decides, every rank follows."""
     done = 0
-    while _broadcast(study is None or ((n_trials is None or done < n_trials) and not budget.exhausted
-                                       and (not objective.queue_only or waiting(study) > 0))):
-        trial = study.ask() if study is not None else None
+    while _broadcast(study is None or ((n_trials is None or done < n_trials) and not budget.exhausted)):
+        trial = _ask(study, objective.queue_only) if study is not None else None
+        if not _broadcast(study is None or trial is not None):
+            break  # the queue ran empty
         try:
             if _broadcast(study is not None and _surplus(trial, objective.queue_only)):
                 raise Surplus("a copy of another trial's job")  # every rank skips it; the main one recorded why
@@ -577,6 +593,13 @@ def _drive(study: optuna.Study | None, objective: Objective, n_trials: int | Non
                 callback(study, frozen)
         done += 1
         dist.barrier()
+
+
+def _ask(study: optuna.Study, queue_only: bool) -> optuna.Trial | None:
+    """A new trial; None when only enqueued ones may run and none waits."""
+    with enqueued_only(study, queue_only):
+        return study.ask()
+    return None
 
 
 def _surplus(trial: optuna.Trial, queue_only: bool) -> bool:
