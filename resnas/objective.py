@@ -82,14 +82,15 @@ class Objective:
         self.seed = search.run_seed
         self.probe_batch = None  # one validation batch, taken by the first probe
         self.reference_gains: dict[str, float] = {}
-        self.queue_only = search.space.sampler == "grid"  # only enqueued trials run (a grid; a confirmation)
+        self.queue_only = search.space.sampler == "grid"  # only enqueued trials run (a grid; a confirmation):
+        # the runners ask under search.enqueued_only
         self.disk_full: str | None = None  # why the search stopped: an epoch checkpoint did not fit
 
     def __call__(self, trial: optuna.Trial, real_trial: optuna.Trial | None = None):
         """``real_trial``: the Optuna trial behind a TorchDistributedTrial (main process only)."""
         owner = real_trial if real_trial is not None else trial
         if not self.distributed:  # a distributed run decides this on the main process first (search._drive)
-            end_if_surplus(trial, self.queue_only)
+            end_if_surplus(trial)
         try:
             if not isinstance(owner, optuna.Trial):  # the ranks of a distributed run but the main one
                 return self._run(trial, real_trial)
@@ -310,9 +311,9 @@ class Surplus(RuntimeError):
     """A trial that must not train: a second copy of an enqueued job (resnas.workers); recorded FAIL, status surplus."""
 
 
-def end_if_surplus(trial, queue_only: bool) -> None:
+def end_if_surplus(trial) -> None:
     """End a surplus trial before it draws or trains anything (status ``surplus`` with the reason)."""
-    reason = surplus_reason(trial.study, trial, queue_only)
+    reason = surplus_reason(trial.study, trial)
     if reason is not None:
         TrialRecord(status=Status.SURPLUS, reason=reason).save(trial, "status", "reason")
         raise Surplus(reason)

@@ -577,7 +577,7 @@ def _drive(study: optuna.Study | None, objective: Objective, n_trials: int | Non
         if not _broadcast(study is None or trial is not None):
             break  # the queue ran empty
         try:
-            if _broadcast(study is not None and _surplus(trial, objective.queue_only)):
+            if _broadcast(study is not None and _surplus(trial)):
                 raise Surplus("a copy of another trial's job")  # every rank skips it; the main one recorded why
             with quiet():  # its ExperimentalWarning, once per trial and process
                 distributed_trial = TorchDistributedTrial(trial)
@@ -602,9 +602,9 @@ def _ask(study: optuna.Study, queue_only: bool) -> optuna.Trial | None:
     return None
 
 
-def _surplus(trial: optuna.Trial, queue_only: bool) -> bool:
+def _surplus(trial: optuna.Trial) -> bool:
     try:
-        end_if_surplus(trial, queue_only)
+        end_if_surplus(trial)
         return False
     except Surplus:
         return True

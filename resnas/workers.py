@@ -130,13 +130,10 @@ def grid_job(params: dict[str, Any]) -> str:
     return "grid:" + json.dumps(params, sort_keys=True)
 
 
-def surplus_reason(study: optuna.Study, trial: optuna.Trial, queue_only: bool) -> str | None:
-    """Why this trial must not train (a later copy of a job another trial holds; or, where only enqueued
-    jobs run, a trial the sampler drew because the queue ran empty), else None."""
+def surplus_reason(study: optuna.Study, trial: optuna.Trial) -> str | None:
+    """Why this trial must not train (a later copy of a job another trial holds), else None."""
     job = trial.user_attrs.get("job")
     if job is None:
-        if queue_only and "fixed_params" not in trial.study._storage.get_trial_system_attrs(trial._trial_id):
-            return "nothing left in the queue: drawn after another worker took the last job"
         return None
     for t in study.get_trials(deepcopy=False):
         if t.number < trial.number and t.state != TrialState.FAIL and t.user_attrs.get("job") == job:

@@ -1,5 +1,7 @@
 """Shared test settings and fixtures."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -22,3 +24,14 @@ def image_folder(tmp_path):
                 pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(tmp_path / split / cls / f"{i}.png")
     return tmp_path
+
+
+@pytest.fixture
+def pg_url():
+    """The throw-away PostgreSQL of .ci/postgres (RESNAS_TEST_POSTGRES); in CI a missing server fails, never skips."""
+    url = os.environ.get("RESNAS_TEST_POSTGRES")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must start PostgreSQL first: eval \"$(.ci/postgres)\"")
+        pytest.skip("no PostgreSQL: eval \"$(.ci/postgres)\" starts one on 127.0.0.1")
+    return url

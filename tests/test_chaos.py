@@ -60,12 +60,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _fresh_postgres() -> str:
-    url = os.environ.get("RESNAS_TEST_POSTGRES")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must start PostgreSQL first: eval \"$(.ci/postgres)\"")
-        pytest.skip("no PostgreSQL: eval \"$(.ci/postgres)\" starts one on 127.0.0.1")
+def _fresh_postgres(url: str) -> str:
+    """A new, empty database on the server of ``url``."""
     import psycopg
 
     name = f"chaos_{uuid.uuid4().hex[:8]}"
@@ -182,9 +178,9 @@ def space(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
-def test_four_workers_one_killed_on_a_fresh_storage(kind, space, tmp_path):
+def test_four_workers_one_killed_on_a_fresh_storage(kind, space, tmp_path, request):
     url = {"sqlite": f"sqlite:///{tmp_path / 'chaos.db'}", "journal": f"journal:///{tmp_path / 'chaos.log'}",
-           "postgresql": None}[kind] or _fresh_postgres()
+           "postgresql": None}[kind] or _fresh_postgres(request.getfixturevalue("pg_url"))
     _chaos(url, space, tmp_path, seed=hash(kind) % 100)
 
 

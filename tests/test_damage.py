@@ -346,16 +346,6 @@ def test_workers_creating_a_fresh_sqlite_storage_at_once_all_succeed(tmp_path):
         _one_study(url)
 
 
-@pytest.fixture
-def pg_url():
-    url = os.environ.get("RESNAS_TEST_POSTGRES")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must start PostgreSQL first: eval \"$(.ci/postgres)\"")
-        pytest.skip("no PostgreSQL: eval \"$(.ci/postgres)\" starts one on 127.0.0.1")
-    return url
-
-
 def test_workers_creating_a_fresh_postgres_storage_at_once_all_succeed(pg_url):
     admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
     names = [f"race_{uuid.uuid4().hex[:12]}" for _ in range(5)]

@@ -4,7 +4,6 @@
 a missing server is a failure, not a skip.
 """
 
-import os
 import uuid
 
 import optuna
@@ -27,16 +26,6 @@ space:
   act: [original, preact]
   shortcut: {identity: {}, scaling: {scale: [0.5, 1.0]}}
 """
-
-
-@pytest.fixture
-def pg_url():
-    url = os.environ.get("RESNAS_TEST_POSTGRES")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must start PostgreSQL first: eval \"$(.ci/postgres)\"")
-        pytest.skip("no PostgreSQL: eval \"$(.ci/postgres)\" starts one on 127.0.0.1")
-    return url
 
 
 def test_three_workers_on_postgres_match_one_worker(pg_url, tmp_path, capsys, monkeypatch):

@@ -20,7 +20,6 @@ from resnas.cli import main
 from resnas.space import parse_space
 from resnas.storage import StudyError, mask_url, open_storage, proxy_server
 
-pytest.importorskip("grpc", reason='pip install "resnas[grpc]"')
 ROOT = Path(__file__).resolve().parents[1]
 
 GRID = """
@@ -74,22 +73,15 @@ def _proxy(url: str, script: bool = False):
         proc.wait(30)
 
 
-def _backing(name: str, tmp_path) -> str:
-    if name == "sqlite":
-        return f"sqlite:///{tmp_path / 'px.db'}"
-    url = os.environ.get("RESNAS_TEST_POSTGRES")  # the rule of test_postgres.py
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must start PostgreSQL first: eval \"$(.ci/postgres)\"")
-        pytest.skip("no PostgreSQL: eval \"$(.ci/postgres)\" starts one on 127.0.0.1")
-    return url
+def _backing(name: str, tmp_path, request) -> str:
+    return f"sqlite:///{tmp_path / 'px.db'}" if name == "sqlite" else request.getfixturevalue("pg_url")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backing", ["sqlite", "postgresql"])
-def test_two_workers_search_through_the_proxy_into_its_database(backing, tmp_path, capsys, monkeypatch):
+def test_two_workers_search_through_the_proxy_into_its_database(backing, tmp_path, capsys, monkeypatch, request):
     monkeypatch.chdir(tmp_path)  # artifacts of a grpc:// storage go to ./resnas-artifacts
-    url = _backing(backing, tmp_path)
+    url = _backing(backing, tmp_path, request)
     space = tmp_path / "px.yaml"
     space.write_text(GRID)
     study = f"px-{uuid.uuid4().hex[:8]}"
