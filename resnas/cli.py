@@ -10,46 +10,16 @@ from pathlib import Path
 import click
 import timm
 import torch
-from accelerate import PartialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import data as data_mod
-from . import export as export_mod
-from . import probe as probe_mod
-from . import reproduce as rep
-from . import train as train_mod
+# Only what every command needs is imported here (click, rich, and the zoo that `import resnas` pays for
+# anyway): `resnas --help` and an argument error stay at the cost of `import resnas`. Optuna, scipy and
+# the search layer are imported by the commands that use them.
 from . import zoo
-from .data import DATASETS, DataError, load_data
-from .export import ExportError
+from .data import DATASETS
 from .network import count_macs, count_params
-from .record import TrialRecord, epochs_spent, status_of
-from .search import (
-    Search,
-    design_row,
-    distributed,
-    export_trial,
-    finished_trials,
-    mean_sd,
-    quiet_logs,
-    ranked_designs,
-    recorded_fidelity,
-    run,
-    sample_specs,
-    tie_label,
-)
-from .space import SpaceError, builtin_spaces, load_space
-from .storage import (
-    DASHBOARD,
-    StudyError,
-    dashboard_server,
-    existing_storage,
-    load_study,
-    mask_url,
-    open_storage,
-    proxy_server,
-)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -70,8 +40,12 @@ MAX_LINE = 400  # characters of an error line at most: a message that quotes a h
 
 
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy's and Optuna's samplers accept
-# the search layers' errors, each shown as one line with exit code 2
-SEARCH_ERRORS = (SpaceError, StudyError, DataError, ExportError)
+def search_errors() -> tuple[type[Exception], ...]:
+    from .data import DataError
+    from .export import ExportError
+    from .space import SpaceError
+    from .storage import StudyError
+    return SpaceError, StudyError, DataError, ExportError
 
 
 def resolve_model(name_or_spec: str, **kwargs):
@@ -183,6 +157,11 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int | Non
       resnas train --model "depth=20,act=preact" --dataset digits --epochs 30 --output digits-r20
       resnas train --model preact_resnet164 --dataset cifar10 --data-dir ~/data --output r164
     """
+    from accelerate import PartialState
+
+    from . import data as data_mod
+    from . import export as export_mod
+    from . import train as train_mod
     checkpoint = Path(output) / train_mod.CHECKPOINT
     if checkpoint.exists() and not resume:
         raise UserError(f"output: {output} holds a checkpoint; pass --resume to continue it or choose another --output")
@@ -252,6 +231,7 @@ class SearchDisplay:
 
     def poll(self, study) -> None:
         """Worker processes train; the parent follows the study in the storage (and its fidelity check)."""
+        from .search import finished_trials, recorded_fidelity
         for t in finished_trials(study):
             if t.number not in self.seen:
                 self.seen.add(t.number)
@@ -260,6 +240,7 @@ class SearchDisplay:
             self.on_fidelity(result)
 
     def on_trial(self, study, trial) -> None:
+        from .record import TrialRecord, epochs_spent, status_of
         error = trial.values[0] if trial.values else None
         if error is not None and (self.best is None or error < self.best[0]):
             self.best = (error, trial.number)
@@ -303,6 +284,7 @@ def spaces() -> None:
     Example:
       resnas spaces
     """
+    from .space import builtin_spaces, load_space
     table = Table("space", "sampler", "points / trials", "description", title="resnas search spaces")
     table.columns[3].overflow = "fold"
     for name in builtin_spaces():
@@ -358,6 +340,9 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
       resnas search --space paper_table2 --dataset cifar10 --data-dir ./data --devices cuda:0,cuda:1
       resnas search --space full --storage postgresql://user@db-host/resnas --workers 4
     """
+    from .search import Search, distributed, quiet_logs, run
+    from .space import load_space
+    from .storage import mask_url
     quiet_logs()  # the display reports each trial and its reason
 
     try:
@@ -385,7 +370,7 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
             study = run(job, device_list, poll=display.poll)  # distributed under accelerate launch / torchrun
         if study is None:  # a distributed run's process other than the main one
             return
-    except SEARCH_ERRORS as e:
+    except search_errors() as e:
         raise UserError(str(e)) from None
     _print_best(study, top)
     console.print(f"dashboard: resnas dashboard --storage '{mask_url(job.storage_url)}'", highlight=False,
@@ -412,6 +397,8 @@ def _devices(devices: str | None, workers: int | None) -> list[str]:
 
 def _print_best(study, top: int) -> None:
     """The study's designs, best first: mean val error +- sd over n seeds, and whether tied with the best."""
+    from .record import TrialRecord
+    from .search import mean_sd, ranked_designs, tie_label
     table = Table("rank", "trial", "val error", "n", "vs best", "params", "MACs", "epochs", "spec",
                   title=f"best of {study.study_name}")
     table.columns[-1].overflow = "fold"
@@ -436,6 +423,7 @@ def _si(n: float) -> str:
 
 
 def _existing_storage(storage: str | None) -> str:
+    from .storage import StudyError, existing_storage
     try:
         return existing_storage(storage)
     except StudyError as e:
@@ -443,6 +431,7 @@ def _existing_storage(storage: str | None) -> str:
 
 
 def _load_study(storage: str | None, study_name: str | None):
+    from .storage import StudyError, load_study
     try:
         return load_study(storage, study_name)
     except StudyError as e:
@@ -462,6 +451,8 @@ def best(storage: str | None, study_name: str | None, top: int, as_json: bool) -
       resnas best --top 5
       resnas best --storage sqlite:///resnas.db --study default --json
     """
+    from .record import TrialRecord
+    from .search import design_row, ranked_designs
     study, _ = _load_study(storage, study_name)
     if not as_json:
         _print_best(study, top)
@@ -495,10 +486,11 @@ def export_cmd(storage: str | None, study_name: str | None, number: int | None, 
       resnas export --output best-net
       python -c "import timm, resnas; timm.create_model('local-dir:best-net', pretrained=True)"
     """
+    from .search import export_trial
     study, url = _load_study(storage, study_name)
     try:
         folder, how = export_trial(study, url, number, output, data_dir)
-    except SEARCH_ERRORS as e:
+    except search_errors() as e:
         raise UserError(str(e)) from None
     console.print(f"wrote {folder} ({how}); load it with timm.create_model('local-dir:{folder}', pretrained=True)",
                   highlight=False, soft_wrap=True)
@@ -515,6 +507,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     Example:
       resnas dashboard --storage sqlite:///resnas.db --port 8080
     """
+    from .storage import DASHBOARD, StudyError, dashboard_server, mask_url, open_storage
     url = _existing_storage(storage)
     try:
         open_storage(url)  # optuna-dashboard opens an RDB URL itself, with a traceback if it cannot: first ours
@@ -541,6 +534,7 @@ def storage_proxy(storage: str | None, host: str, port: int) -> None:
       resnas storage-proxy --storage postgresql://user@db-host/resnas --host 10.0.0.2 --port 13000
       resnas search --storage grpc://10.0.0.2:13000 --workers 4
     """
+    from .storage import StudyError, mask_url, proxy_server
     try:
         serve = proxy_server(storage, host, port)
         console.print(f"storage-proxy on grpc://{host}:{port} for {mask_url(serve.url)} (Ctrl-C stops it)",
@@ -555,6 +549,8 @@ def storage_proxy(storage: str | None, host: str, port: int) -> None:
 # ---- probe and reproduce --------------------------------------------------------------------------
 def _probe_specs(names: tuple[str, ...], space_name: str | None, samples: int, **fixed) -> list:
     """The specs to probe: names or spec strings, plus every grid point of a space (or a sample of it)."""
+    from .search import sample_specs
+    from .space import load_space
     specs = []
     try:
         for name in names:
@@ -596,6 +592,8 @@ def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, data
       resnas probe original_resnet110 "depth=110,act=original,shortcut=scaling,scale=0.5" --plot probe.png
       resnas probe --space paper_table1 --json
     """
+    from . import probe as probe_mod
+    from .data import load_data
     if plot and not Path(plot).parent.is_dir():
         raise UserError(f"plot: folder {Path(plot).parent} does not exist")
     try:
@@ -603,7 +601,7 @@ def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, data
         x, y = next(iter(data.loader("val", batch_size)))
         todo = _probe_specs(specs, space_name, samples, in_chans=data.input_size[0], num_classes=data.num_classes)
         pairs = probe_mod.against_reference(todo, x, y, seed=seed)
-    except SEARCH_ERRORS as e:
+    except search_errors() as e:
         raise UserError(str(e)) from None
     rows = probe_mod.rank_probes(pairs)
     if plot:
@@ -667,6 +665,8 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
       resnas reproduce table1 --quick --repeats 3
       resnas reproduce table2 --dataset cifar10 --data-dir ./data --repeats 5 --storage sqlite:///t2.db
     """
+    from . import reproduce as rep
+    from .search import quiet_logs
     quiet_logs()  # as search: the display reports each trial; Ctrl-C is one line
     try:
         numbers = tuple(int(r) for r in rows.split(",") if r.strip()) if rows else ()
@@ -685,13 +685,14 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
         result = rep.run(job)
         seconds = time.perf_counter() - start
         md, csv_path = rep.write(job, result, output, seconds)
-    except (*SEARCH_ERRORS, rep.ReproduceError) as e:
+    except (*search_errors(), rep.ReproduceError) as e:
         raise UserError(str(e)) from None
     _print_reproduced(job, result, seconds)
     console.print(f"wrote {md} and {csv_path}", highlight=False, soft_wrap=True)
 
 
 def _print_reproduced(job, result, seconds: float) -> None:
+    from . import reproduce as rep
     title = f"{job.table} reproduced: median of {job.repeats} on {job.dataset}, {job.epochs} epochs"
     table = Table("row", "variant", "paper %", "paper rank", "measured %", "measured rank", "probe ratio",
                   title=title)
