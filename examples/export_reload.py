@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 import resnas
 from resnas.data import load_data
 from resnas.record import StudyRecord
-from resnas.search import Search, export_trial, ranked_trials, run_search
+from resnas.search import Search, export_trial, kept_run, ranked_designs, run_search
 from resnas.space import load_space
 from resnas.storage import StudyError, open_storage
 
@@ -63,7 +63,11 @@ def main() -> None:
         folder, how = export_trial(study, args.storage, args.trial, args.output)
     except StudyError as e:  # no completed trial, an unknown trial number, an output folder that is not empty
         raise SystemExit(f"error: {e}") from None
-    trial = study.trials[args.trial] if args.trial is not None else ranked_trials(study)[0]
+    if args.trial is not None:
+        trial = study.trials[args.trial]
+    else:  # the best design (mean over its seeds), through the run whose weights it kept, as export_trial does
+        design = ranked_designs(study)[0]
+        trial = kept_run(study, args.storage, design) or study.trials[design.trials[0]]
     print(f"exported trial {trial.number} to {folder} ({how}): {sorted(p.name for p in Path(folder).iterdir())}")
 
     # 2. Reload through timm: the architecture from config.json, the weights from model.safetensors.

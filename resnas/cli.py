@@ -32,15 +32,52 @@ class UserError(click.ClickException):
 
     def show(self, file=None) -> None:
         line = " ".join(self.format_message().split())  # one line, whatever a library put in its message
+        # markup=False: a message's [brackets] (pip install "resnas[postgres]") are text, not rich markup
         err_console.print(f"error: {line if len(line) <= MAX_LINE else line[:MAX_LINE - 3] + '...'}",
-                          highlight=False, soft_wrap=True)
+                          highlight=False, soft_wrap=True, markup=False)
 
 
 MAX_LINE = 400  # characters of an error line at most: a message that quotes a huge value stays readable
 
 
+class Interrupted(Exception):
+    """Ctrl-C in a long command: what it kept and the exact command that continues (``main`` prints it, exit
+    130). Not a KeyboardInterrupt, which click would turn into a bare Abort."""
+
+
+def _argv() -> list[str]:
+    """This command's arguments, as ``main`` was given them."""
+    obj = click.get_current_context().find_root().obj
+    return list(obj["argv"]) if isinstance(obj, dict) and "argv" in obj else sys.argv[1:]
+
+
+def _command(args: list[str]) -> str:
+    """The shell command that runs ``args`` (under ``accelerate launch`` when this runs under it)."""
+    import os
+    import shlex
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return shlex.join(["accelerate", "launch", "-m", "resnas", *args] if launched else ["resnas", *args])
+
+
+def _replace_option(args: list[str], name: str, new: list[str]) -> list[str]:
+    """``args`` with option ``name`` (``--name V`` or ``--name=V``) replaced by ``new`` (appended if absent)."""
+    out, i = [], 0
+    while i < len(args):
+        if args[i] == name:
+            i += 2
+        elif args[i].startswith(name + "="):
+            i += 1
+        else:
+            out.append(args[i])
+            i += 1
+    return [*out, *new]
+
+
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy's and Optuna's samplers accept
+
+
 def search_errors() -> tuple[type[Exception], ...]:
+    """The search layers' errors, each shown as one line with exit code 2 (imported only when caught)."""
     from .data import DataError
     from .export import ExportError
     from .space import SpaceError
@@ -107,17 +144,30 @@ def summary(model: str, num_classes: int | None, in_chans: int | None, input_siz
     c, h, w = net.pretrained_cfg["input_size"]
     size = (c, input_size or h, input_size or w)
     table = Table("", "value", title=f"resnas summary: {model}", show_header=False)
-    table.columns[1].overflow = "fold"
-    table.add_row("spec", str(net.spec))
-    table.add_row("timm", f"timm.create_model('resnas_spec', spec='{net.spec}')")
+    table.add_row("spec", SpecText(str(net.spec)))
+    table.add_row("timm", SpecText(f"timm.create_model('resnas_spec', spec='{net.spec}')"))
     table.add_row("depth", str(net.spec.depth))
     table.add_row("params", f"{count_params(net):,}")
     table.add_row("MACs / image", f"{count_macs(net, size) / 1e6:,.1f}M at {size[1]}x{size[2]}")
     with torch.no_grad():
         feats = net.eval().forward_intermediates(torch.zeros(1, *size), intermediates_only=True)
-    for info, f in zip(net.feature_info, feats):
-        table.add_row(info["module"], f"{tuple(f.shape[1:])} (reduction {info['reduction']})")
+    for i, (info, f) in enumerate(zip(net.feature_info, feats)):
+        table.add_row(_stage_label(net.spec, i, len(feats)),
+                      f"{tuple(f.shape[1:])}, reduction {info['reduction']}, timm {info['module']}")
     console.print(table)
+
+
+FINAL_NORMS = {"bn_relu": "BN-ReLU", "bn": "BN", "relu": "ReLU"}  # after the last unit of pre-activation nets
+
+
+def _stage_label(spec, i: int, n: int) -> str:
+    """Feature ``i`` of ``n`` as the paper names it: the stem, then stage 1, 2, ... (the last one after the
+    pre-activation nets' final BN-ReLU, which timm calls ``norm``)."""
+    from .spec import PLACEMENTS
+    if i == 0:
+        return "stem"
+    final = FINAL_NORMS.get(PLACEMENTS[spec.act].final)
+    return f"stage {i}" + (f" + final {final}" if i == n - 1 and final else "")
 
 
 @cli.command()
@@ -134,7 +184,8 @@ def summary(model: str, num_classes: int | None, in_chans: int | None, input_siz
 @click.option("--warmup-iters", type=click.IntRange(min=0), help="Iterations at lr 0.01 first [default: the recipe's].")
 @click.option("--output", type=click.Path(file_okay=False), default="resnas-model", show_default=True,
               help="Folder for the timm local-dir export and the checkpoint.")
-@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --output.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --output on its own schedule: to its end, or to --epochs within it.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--image-size", type=click.IntRange(min=8), default=224, show_default=True, help="For imagenet / folder.")
 @click.option("--download/--no-download", default=True, show_default=True, help="Download CIFAR when missing.")
@@ -152,6 +203,11 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int | Non
     ImageNet); every option above overrides it. --output becomes a folder that
     timm.create_model('local-dir:OUTPUT', pretrained=True) loads.
 
+    A checkpoint in --output after every epoch: after Ctrl-C, the same command with --resume continues
+    it. The lr schedule is defined on --schedule-epochs (default: --epochs), so a finished run cannot
+    honestly be trained longer (its lr has decayed); to extend runs later, start them with
+    --schedule-epochs N and resume with --epochs up to N.
+
     \b
     Examples:
       resnas train --model "depth=20,act=preact" --dataset digits --epochs 30 --output digits-r20
@@ -165,6 +221,10 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int | Non
     checkpoint = Path(output) / train_mod.CHECKPOINT
     if checkpoint.exists() and not resume:
         raise UserError(f"output: {output} holds a checkpoint; pass --resume to continue it or choose another --output")
+    if resume and (run := train_mod.checkpoint_run(checkpoint)) is not None:
+        epochs, schedule_epochs = _resumed_budget(run, train_mod.checkpoint_epoch(checkpoint) or 0, epochs,
+                                                  schedule_epochs, output)
+    epochs = epochs or DATASETS[dataset].epochs
     overrides = dict(batch_size=batch_size, lr=lr, schedule=schedule, schedule_epochs=schedule_epochs,
                      warmup_iters=warmup_iters)
     try:
@@ -174,11 +234,19 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int | Non
         raise UserError(str(e)) from None
     net = resolve_model(model_name, num_classes=data.num_classes, in_chans=data.input_size[0])
     try:
-        result = train_mod.train(net, data, epochs or DATASETS[dataset].epochs, recipe, seed=seed,
+        result = train_mod.train(net, data, epochs, recipe, seed=seed,
                                  checkpoint_dir=output, mixed_precision=mixed_precision, torch_compile=compile_,
                                  test=True, progress=True)
     except ValueError as e:
         raise UserError(str(e)) from None
+    except KeyboardInterrupt:
+        held, args = train_mod.checkpoint_epoch(checkpoint), _argv()
+        if not held:
+            raise Interrupted(f"training stopped before its first epoch ended, nothing kept; start it again with: "
+                              f"{_command(args)}") from None
+        resumed = args if "--resume" in args else [*args, "--resume"]
+        raise Interrupted(f"training stopped after epoch {held} of {epochs}; the checkpoint in {output} holds it; "
+                          f"continue with: {_command(resumed)}") from None
     if not PartialState().is_main_process:  # under accelerate launch, one process reports and writes
         raise click.exceptions.Exit(0 if result.ok else 1)
     _report(result, data)
@@ -188,10 +256,31 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int | Non
     console.print(f"saved: timm.create_model('local-dir:{output}', pretrained=True)", highlight=False, soft_wrap=True)
 
 
+def _resumed_budget(run: dict, held: int, epochs: int | None, schedule_epochs: int | None,
+                    output: str) -> tuple[int, int]:
+    """--resume continues a run on the schedule it started on, to its end unless --epochs stops it sooner.
+    The lr steps at fractions of that schedule, so a run trained to its end has already decayed its lr:
+    more epochs would not make it a longer run, and are refused, naming the command that trains one."""
+    schedule = int(run["schedule_epochs"])
+    if schedule_epochs is not None and schedule_epochs != schedule:
+        raise UserError(f"schedule-epochs: the run in {output} is on a {schedule}-epoch schedule; another "
+                        "schedule is another run: give another --output")
+    epochs = epochs or schedule
+    if epochs > schedule:
+        fresh = [a for a in _replace_option(_argv(), "--epochs", ["--epochs", str(epochs)]) if a != "--resume"]
+        fresh = _replace_option(fresh, "--output", ["--output", f"{output.rstrip('/')}-{epochs}"])
+        raise UserError(f"epochs: --epochs {epochs} goes past the run's {schedule}-epoch schedule (its lr has decayed; "
+                        f"a run started with --schedule-epochs {epochs} extends to {epochs}); train a {epochs}-epoch "
+                        f"run with: {_command(fresh)}")
+    if epochs < held:
+        raise UserError(f"epochs: the run in {output} has trained {held} epochs already; --resume continues it "
+                        f"with --epochs {held} to {schedule}")
+    return epochs, schedule
+
+
 def _report(result, data) -> None:
     table = Table("", "value", title=f"resnas train: {data.name}", show_header=False)
-    table.columns[1].overflow = "fold"
-    table.add_row("spec", str(result.spec))
+    table.add_row("spec", SpecText(str(result.spec)))  # the whole spec, wrapped at its commas
     table.add_row("status", f"{result.status} ({result.reason})")
     table.add_row("params", f"{result.params:,}")
     table.add_row("MACs / image", f"{result.macs / 1e6:,.2f}M")
@@ -204,12 +293,40 @@ def _report(result, data) -> None:
 
 
 # ---- search ---------------------------------------------------------------------------------------
-class SearchDisplay:
-    """Live view of a search: a trials bar, the current trial's epochs, and the best so far."""
+class SpecText:
+    """A spec that wraps after its commas, never inside a field (rich wraps text only at spaces)."""
 
-    def __init__(self, total: int | None, epochs: int, live: bool, budget_epochs: int | None = None):
-        self.live, self.epochs, self.best, self.seen = live, epochs, None, set()
-        self.budget, self.spent, self.fidelity_shown = budget_epochs, 0, False
+    def __init__(self, spec: str, note: str = ""):
+        fields = spec.split(",")
+        self.fields = [f + "," for f in fields[:-1]] + fields[-1:] + ([f" {note}"] if note else [])
+
+    def __rich_measure__(self, console, options):
+        from rich.measure import Measurement
+        return Measurement(max(map(len, self.fields)), sum(map(len, self.fields)))
+
+    def __rich_console__(self, console, options):
+        from rich.text import Text
+        lines = [""]
+        for f in self.fields:
+            if lines[-1] and len(lines[-1]) + len(f) > options.max_width:
+                lines.append("")
+            lines[-1] += f if lines[-1] else f.lstrip()
+        yield Text("\n".join(lines), no_wrap=True, overflow="ellipsis")  # a field wider than the column: cut
+
+
+def percent(error: float | None) -> str:
+    """An error as the paper's tables give it: 3.12%."""
+    return "-" if error is None else f"{error:.2%}"
+
+
+class SearchDisplay:
+    """What a search shows: a row per finished trial (printed above the live bar in a terminal, as plain
+    lines in a log), and in a terminal a trials bar with the best so far and the current trial's epochs."""
+
+    def __init__(self, total: int | None, epochs: int, live: bool, budget_epochs: int | None = None,
+                 space=None):
+        self.live, self.epochs, self.space, self.best, self.seen = live, epochs, space, None, set()
+        self.budget, self.spent, self.fidelity_shown, self.header_shown = budget_epochs, 0, False, False
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console,
                                  disable=not live)
@@ -223,11 +340,12 @@ class SearchDisplay:
         return self
 
     def __exit__(self, *exc):
+        self.progress.remove_task(self.current)  # the trials bar stays, not a stale bar of the last trial
         self.progress.__exit__(*exc)
 
     def on_epoch(self, number: int, report) -> None:
         self.progress.update(self.current, description=f"trial {number}", completed=report.epoch,
-                             note=f"val error {report.val_error:.4f}")
+                             note=f"val error {percent(report.val_error)}")
 
     def poll(self, study) -> None:
         """Worker processes train; the parent follows the study in the storage (and its fidelity check)."""
@@ -240,30 +358,48 @@ class SearchDisplay:
             self.on_fidelity(result)
 
     def on_trial(self, study, trial) -> None:
-        from .record import TrialRecord, epochs_spent, status_of
+        from .record import epochs_spent
         error = trial.values[0] if trial.values else None
-        if error is not None and (self.best is None or error < self.best[0]):
+        # only a completed trial competes: a pruned one's error is of an earlier epoch
+        if trial.state.name == "COMPLETE" and error is not None and (self.best is None or error < self.best[0]):
             self.best = (error, trial.number)
-        status = status_of(trial)
-        best = f"best {self.best[0]:.4f} (trial {self.best[1]})" if self.best else ""
+        best = f"best {percent(self.best[0])} (trial {self.best[1]})" if self.best else ""
         self.spent += epochs_spent(trial)
         if self.budget:
             best = f"{max(0, self.budget - self.spent)} epochs left; {best}"
         self.progress.update(self.trials, advance=epochs_spent(trial) if self.budget else 1, note=best)
         self.progress.reset(self.current, total=self.epochs, description="trial -")
-        if not self.live:
-            shown = f"{error:.4f}" if error is not None else "-"
-            record = TrialRecord.from_trial(trial)
-            spec = record.spec or ""
-            if record.repeat:  # a confirmation run: another seed of a design the search ranked high
-                status = f"{status} (confirms trial {record.confirms}, seed {record.repeat + 1})"
-            budget = f" [{self.spent}/{self.budget} epochs]" if self.budget else ""
-            console.print(f"trial {trial.number}: {status} val_error {shown}{budget} {spec}",
-                          highlight=False, soft_wrap=True)
+        self.progress.console.print(self._row(trial))
+
+    def _row(self, trial) -> Table:
+        """The trial, its status, the epoch it reached, its error at that epoch, its compact spec, a note."""
+        from .record import Status, TrialRecord, status_of
+        from .space import compact_spec
+        record, status = TrialRecord.from_trial(trial), status_of(trial)
+        error = record.val_error[-1] if record.val_error else trial.values[0] if trial.values else None
+        note = ""
+        if record.repeat:  # a confirmation run: another seed of a design the search ranked high
+            note = f"(confirms trial {record.confirms}, seed {record.repeat + 1})"
+        elif status not in (Status.OK, Status.PRUNED) and record.reason:
+            note = f"({record.reason if len(record.reason) <= 60 else record.reason[:57] + '...'})"
+        if self.budget:
+            note += f" [{self.spent}/{self.budget} epochs]"
+        row = Table.grid(padding=(0, 1))
+        for justify, width in (("right", 5), ("left", 9), ("right", max(5, 2 * len(str(self.epochs)) + 1)),
+                               ("right", 9)):
+            row.add_column(justify=justify, width=width, no_wrap=True)
+        row.add_column()
+        if not self.header_shown:  # once, above the first row
+            self.header_shown = True
+            row.add_row("trial", "status", "epoch", "val error", "spec")
+        epoch = "-" if status == Status.DUPLICATE else f"{len(record.val_error)}/{self.epochs}"
+        row.add_row(str(trial.number), str(status), epoch, percent(error),
+                    SpecText(compact_spec(record.spec, self.space) if record.spec else "-", note.strip()))
+        return row
 
     def on_fidelity(self, result) -> None:
         self.fidelity_shown = True
-        console.print(result.line(), highlight=False, soft_wrap=True)
+        self.progress.console.print(result.line(), highlight=False)
 
 
 def _storage_option(f):
@@ -284,12 +420,15 @@ def spaces() -> None:
     Example:
       resnas spaces
     """
-    from .space import builtin_spaces, load_space
+    from .space import DEFAULT_TRIALS, builtin_spaces, load_space
     table = Table("space", "sampler", "points / trials", "description", title="resnas search spaces")
     table.columns[3].overflow = "fold"
     for name in builtin_spaces():
         space = load_space(name)
-        size = f"{len(space.grid_points())} points" if space.sampler == "grid" else f"{space.trials or '-'} trials"
+        if space.sampler == "grid":
+            size = f"{len(space.grid_points())} points"
+        else:  # what `resnas search --space NAME` runs without --trials
+            size = f"{space.trials} trials" if space.trials else f"{DEFAULT_TRIALS} trials (default)"
         table.add_row(name, space.sampler, size, space.description)
     console.print(table)
 
@@ -300,8 +439,13 @@ def spaces() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the data set is (or is downloaded to).")
 @_storage_option
 @_study_option
-@click.option("--trials", type=click.IntRange(min=0), help="Trials to run now [default: the space's, or the grid].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop starting trials after SEC seconds.")
+@click.option("--trials", type=click.IntRange(min=1),
+              help="Target: run until the study holds N search trials (complete, pruned or failed; confirmation "
+                   "runs and the trials a retry redoes do not count), so the same command resumes an interrupted "
+                   "search [default: the space's trials:, else 10; a grid: its points].")
+@click.option("--more", type=click.IntRange(min=1), help="Add N search trials to those the study holds.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Stop starting trials after SEC seconds (of this run).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs per candidate [default: the space's].")
 @click.option("--seed", type=SEED, help="Sampler and training seed [default: the space's].")
 @click.option("--devices", help="One worker process per device: cuda:0,cuda:1,... (or cpu,cpu).")
@@ -314,7 +458,8 @@ def spaces() -> None:
               help="Prune a candidate before training when its probe gain lies more than D decades from that of "
                    "its reference net (identity, full pre-activation, same depth); 0.5 on Table 1 (BENCHMARKS.md).")
 @click.option("--budget-epochs", type=click.IntRange(min=1),
-              help="Stop after N candidate-epochs (confirmation included) instead of a number of trials.")
+              help="Target instead of --trials: run until the study's candidates have trained N epochs "
+                   "(the confirmation's share reserved first).")
 @click.option("--confirm", type=click.IntRange(min=0), default=3, show_default=True,
               help="Train the best K designs again with more seeds after the search (0: skip).")
 @click.option("--confirm-seeds", type=click.IntRange(min=1), default=2, show_default=True,
@@ -324,15 +469,18 @@ def spaces() -> None:
               help="Accepted for older scripts: candidates now follow trial numbers, so workers "
                    "started together draw different ones without an index.")
 def search(space_name: str, dataset: str | None, data_dir: str | None, storage: str | None, study_name: str | None,
-           trials: int | None, timeout: float | None, epochs: int | None, seed: int | None, devices: str | None,
+           trials: int | None, more: int | None, timeout: float | None, epochs: int | None, seed: int | None,
+           devices: str | None,
            workers: int | None, heartbeat: int, probe_max_gain: float | None, probe_max_deviation: float | None,
            budget_epochs: int | None,
            confirm: int, confirm_seeds: int, top: int, worker_index: int) -> None:
     """Search the space's residual-unit designs on a data set with Optuna.
 
-    Resumes the study when it exists. With no arguments: the `default` space on digits, a few
-    minutes on a CPU. Under `accelerate launch -m resnas search ...` every process trains each trial
-    together while the first drives Optuna.
+    Resumes the study when it exists: --trials (or --budget-epochs) is a target for the study, so the
+    same command after Ctrl-C finishes the interrupted budget, and on a finished study runs nothing
+    new (--more N adds N). With no arguments: the `default` space on digits, a few minutes on a CPU.
+    Under `accelerate launch -m resnas search ...` every process trains each trial together while the
+    first drives Optuna.
 
     \b
     Examples:
@@ -342,7 +490,6 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
     """
     from .search import Search, distributed, quiet_logs, run
     from .space import load_space
-    from .storage import mask_url
     quiet_logs()  # the display reports each trial and its reason
 
     try:
@@ -351,30 +498,72 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
             raise UserError(f"dataset: {dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
         device_list = _devices(devices, workers)
         job = Search(space, storage=storage, study_name=study_name, dataset=dataset, data_dir=data_dir,
-                     trials=trials, timeout=timeout, epochs=epochs, seed=seed, heartbeat=heartbeat,
+                     trials=trials, more=more, timeout=timeout, epochs=epochs, seed=seed, heartbeat=heartbeat,
                      probe_max_gain=probe_max_gain, probe_max_deviation=probe_max_deviation,
                      budget_epochs=budget_epochs,
                      confirm=confirm, repeats=confirm_seeds)
-        if budget_epochs is not None and trials is not None:
-            raise UserError("budget-epochs: give --budget-epochs or --trials, not both")
+        given = [f"--{name}" for name, v in (("trials", trials), ("more", more), ("budget-epochs", budget_epochs))
+                 if v is not None]
+        if len(given) > 1:
+            raise UserError(f"{given[0][2:]}: {' and '.join(given)} both set the run's budget; give one, not both")
+        if more is not None and space.sampler == "grid":
+            raise UserError(f"more: space {space.name} is a grid, whose points are its budget; "
+                            "--trials N runs the first N")
         if job.search_epochs is not None and job.search_epochs <= 0:
             raise UserError(f"budget-epochs: {budget_epochs} leaves nothing for the search after the confirmation's "
                             f"{job.confirm_epochs} ({confirm} designs x {confirm_seeds} seeds x {job.max_epochs} "
                             "epochs); raise it, or lower --confirm")
-        total = trials if device_list else len(space.grid_points()) if space.sampler == "grid" else \
-            (trials or space.trials)
         live = console.is_terminal and not distributed()
-        with SearchDisplay(total, job.max_epochs, live=live, budget_epochs=budget_epochs) as display:
+        plan = []  # the run's Budget, once known: the bar's total, and the target a Ctrl-C message names
+        with SearchDisplay(None, job.max_epochs, live=live, budget_epochs=budget_epochs, space=space) as display:
             job.callbacks, job.on_epoch = [display.on_trial], display.on_epoch  # workers report through poll
             job.on_fidelity = display.on_fidelity
-            study = run(job, device_list, poll=display.poll)  # distributed under accelerate launch / torchrun
+            job.on_budget = lambda b: _on_budget(b, display, plan)
+            try:
+                study = run(job, device_list, poll=display.poll)  # distributed under accelerate launch / torchrun
+            except KeyboardInterrupt:
+                raise Interrupted("the running trial is recorded as failed (interrupted) and is retried from its "
+                                  f"last epoch; continue with: {_search_command(plan)}") from None
         if study is None:  # a distributed run's process other than the main one
             return
     except search_errors() as e:
         raise UserError(str(e)) from None
     _print_best(study, top)
-    console.print(f"dashboard: resnas dashboard --storage '{mask_url(job.storage_url)}'", highlight=False,
-                  soft_wrap=True)
+    _print_next(study, job.storage_url)
+
+
+def _print_next(study, url: str) -> None:
+    """The commands that come next, with --storage and --study where the defaults would not find the study."""
+    import shlex
+
+    import optuna
+
+    from .storage import DEFAULT_STORAGE, mask_url
+    where = "" if url == DEFAULT_STORAGE else f" --storage {shlex.quote(mask_url(url))}"
+    if len(optuna.get_all_study_names(study._storage)) > 1:  # the storage it was searched in, not reopened
+        where += f" --study {shlex.quote(study.study_name)}"
+    console.print("next: the ranking (--json: full specs), the best net for timm, the dashboard:", highlight=False)
+    for command in (f"resnas best{where}", f"resnas export{where} --output best-net",
+                    f"resnas dashboard{where.split(' --study')[0]}"):
+        console.print(f"  {command}", highlight=False, soft_wrap=True)  # never broken: copied as it is
+
+
+def _on_budget(plan, display, known: list) -> None:
+    """What the run adds to the study: said in one line when the study already holds trials."""
+    known.append(plan)
+    if not display.budget and plan.trials is not None:
+        display.progress.update(display.trials, total=plan.trials)
+    if plan.held or plan.spent or plan.done:
+        console.print(plan.line(), highlight=False, soft_wrap=True)
+
+
+def _search_command(known: list) -> str:
+    """The command that finishes this search: the same one, with --more N made the target it set."""
+    args = _argv()
+    plan = known[0] if known else None
+    if plan is not None and plan.target is not None and any(a == "--more" or a.startswith("--more=") for a in args):
+        args = _replace_option(args, "--more", ["--trials", str(plan.target)])
+    return _command(args)
 
 
 def _devices(devices: str | None, workers: int | None) -> list[str]:
@@ -395,24 +584,69 @@ def _devices(devices: str | None, workers: int | None) -> list[str]:
     return [f"cuda:{i % count}" for i in range(workers)] if count else ["cpu"] * workers
 
 
-def _print_best(study, top: int) -> None:
+def _print_best(study, top: int, tests: list | None = None) -> None:
     """The study's designs, best first: mean val error +- sd over n seeds, and whether tied with the best."""
+    # tests (best --test): per shown design, (trial, test error) of its kept weights, or None: "-", footnoted
+    from rich import box
+    from rich.console import Group
+
     from .record import TrialRecord
     from .search import mean_sd, ranked_designs, tie_label
-    table = Table("rank", "trial", "val error", "n", "vs best", "params", "MACs", "epochs", "spec",
-                  title=f"best of {study.study_name}")
-    table.columns[-1].overflow = "fold"
+    from .space import compact_spec, fixed_fields
+    space = _study_space(study)
     trials = study.get_trials(deepcopy=False)
-    designs = ranked_designs(study)
-    for rank, d in enumerate(designs[:top], start=1):
+    designs = ranked_designs(study)[:top]
+    header = ["trial", "val error", *(["test error"] if tests else []), "n", "vs best", "params", "MACs", "epochs"]
+    rows = []
+    for rank, d in enumerate(designs, start=1):
         r = TrialRecord.from_trial(trials[d.trials[0]])
-        table.add_row(str(rank), str(d.trials[0]), mean_sd(d), str(d.n), tie_label(d, rank), f"{r.params or 0:,}",
-                      _si(r.macs or 0), "" if r.epochs is None else str(r.epochs), d.spec)
+        rows.append([str(d.trials[0]), mean_sd(d), *([_test_cell(tests[rank - 1])] if tests else []), str(d.n),
+                     tie_label(d, rank), _si(r.params or 0), _si(r.macs or 0), str(r.epochs or "")])
+    widths = [max(map(len, column)) for column in zip(header, *rows)]
+    # each design on two lines, its numbers and under them its spec: at 80 columns the spec has the width
+    table = Table(title=f"best of {study.study_name}", box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("rank", justify="right")
+    table.add_column(_aligned(header, widths))
+    for rank, (d, row) in enumerate(zip(designs, rows), start=1):
+        table.add_row(str(rank), Group(_aligned(row, widths), SpecText(compact_spec(d.spec, space))))
     console.print(table)
+    if designs and (fixed := fixed_fields(designs[0].spec, space)):
+        console.print(SpecText(f"every design: {fixed} (full specs: resnas best --json)"), highlight=False)
+    if tests and None in tests:
+        from .objective import WEIGHTS_TOP_K
+        console.print(f"test error -: kept no weights (only the top {WEIGHTS_TOP_K} do); resnas export --trial N "
+                      "retrains it", highlight=False)
     if designs and designs[0].confirmed:
         tied = sum(bool(d.tied) for d in designs[1:])
         console.print(f"{tied} design(s) tied with the best (not significantly worse: one-sided Welch t-test, "
-                      "alpha 0.05); n = 1: not confirmed.", highlight=False, soft_wrap=True)
+                      "alpha 0.05); n = 1: not confirmed.", highlight=False)
+
+
+def _aligned(cells: list[str], widths: list[int]) -> Table:
+    """One line of cells at the given widths: the numbers of a design, aligned with the header's."""
+    line = Table.grid(padding=(0, 2, 0, 0))
+    for width in widths:
+        line.add_column(width=width, no_wrap=True)
+    line.add_row(*cells)
+    return line
+
+
+def _study_space(study):
+    """The space a study was made from (its file, else the built-in of its name), or None when gone."""
+    from .record import StudyRecord
+    from .space import SpaceError, load_space
+    made = StudyRecord.from_study(study)
+    for source in filter(None, (made.space_file, made.space)):
+        try:
+            return load_space(source)
+        except SpaceError:  # moved or broken since: the next source, else the specs in full
+            continue
+    return None
+
+
+def _test_cell(test: tuple[int, float] | None) -> str:
+    """The test error of a design's kept weights in percent; "-" when it kept none."""
+    return "-" if test is None else f"{test[1]:.2%}"
 
 
 def _si(n: float) -> str:
@@ -443,19 +677,34 @@ def _load_study(storage: str | None, study_name: str | None):
 @_study_option
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def best(storage: str | None, study_name: str | None, top: int, as_json: bool) -> None:
+@click.option("--test", "test", is_flag=True,
+              help="Also the error on the held-out test split of each design's kept weights (the search never "
+                   "looks at it).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Data for --test (digits needs none).")
+def best(storage: str | None, study_name: str | None, top: int, as_json: bool, test: bool,
+         data_dir: str | None) -> None:
     """The best designs of a study, ranked.
+
+    Errors print in percent, mean ± sd over a design's seeds (2.66 ± 0.80%), with the fields its specs
+    differ in; --json gives the full specs and the errors as fractions (0.0266), as Optuna stores them.
 
     \b
     Examples:
       resnas best --top 5
+      resnas best --test
       resnas best --storage sqlite:///resnas.db --study default --json
     """
     from .record import TrialRecord
-    from .search import design_row, ranked_designs
-    study, _ = _load_study(storage, study_name)
+    from .search import design_row, kept_test_errors, ranked_designs
+    study, url = _load_study(storage, study_name)
+    tests = None
+    if test:
+        try:
+            tests = kept_test_errors(study, url, ranked_designs(study)[:top], data_dir)
+        except search_errors() as e:
+            raise UserError(str(e)) from None
     if not as_json:
-        _print_best(study, top)
+        _print_best(study, top, tests)
         return
     trials = study.get_trials(deepcopy=False)
     rows = []
@@ -464,6 +713,9 @@ def best(storage: str | None, study_name: str | None, top: int, as_json: bool) -
         r = TrialRecord.from_trial(t)
         rows.append(dict(rank=i, trial=t.number, values=t.values, **design_row(d), timm=r.timm, params=r.params,
                          macs=r.macs, epochs=r.epochs, params_suggested=t.params))
+        if tests is not None:  # a fraction, as val errors are here; the run whose kept weights it is of
+            tested, error = tests[i - 1] or (None, None)
+            rows[-1].update(test_error=error, test_trial=tested)
     click.echo(json.dumps(dict(study=study.study_name, directions=[d.name.lower() for d in study.directions],
                                trials=rows), indent=2))
 
@@ -489,7 +741,8 @@ def export_cmd(storage: str | None, study_name: str | None, number: int | None, 
     from .search import export_trial
     study, url = _load_study(storage, study_name)
     try:
-        folder, how = export_trial(study, url, number, output, data_dir)
+        folder, how = export_trial(study, url, number, output, data_dir,
+                                   say=lambda line: console.print(line, highlight=False, soft_wrap=True))
     except search_errors() as e:
         raise UserError(str(e)) from None
     console.print(f"wrote {folder} ({how}); load it with timm.create_model('local-dir:{folder}', pretrained=True)",
@@ -547,21 +800,26 @@ def storage_proxy(storage: str | None, host: str, port: int) -> None:
 
 
 # ---- probe and reproduce --------------------------------------------------------------------------
-def _probe_specs(names: tuple[str, ...], space_name: str | None, samples: int, **fixed) -> list:
-    """The specs to probe: names or spec strings, plus every grid point of a space (or a sample of it)."""
+def _probe_specs(names: tuple[str, ...], space_name: str | None, samples: int, **fixed) -> dict:
+    """The specs to probe by their strings, each with its label: the names or spec strings as typed, then
+    every grid point of a space (or a sample of it), labelled by the tokens that set it apart."""
+    from .probe import short_labels
     from .search import sample_specs
     from .space import load_space
-    specs = []
+    labelled = {}
     try:
         for name in names:
-            specs.append(zoo.spec_of(name).replace(**fixed))
+            spec = zoo.spec_of(name).replace(**fixed)
+            labelled.setdefault(str(spec), (spec, name))
         if space_name is not None:
-            specs += sample_specs(load_space(space_name), samples, **fixed)
+            drawn = sample_specs(load_space(space_name), samples, **fixed)
+            for spec, label in zip(drawn, short_labels([str(s) for s in drawn])):
+                labelled.setdefault(str(spec), (spec, label))
     except ValueError as e:
         raise UserError(str(e)) from None
-    if not specs:
+    if not labelled:
         raise UserError("probe: give one or more specs (or registered names), or --space NAME|FILE")
-    return list({str(s): s for s in specs}.values())
+    return labelled
 
 
 @cli.command("probe")
@@ -574,7 +832,8 @@ def _probe_specs(names: tuple[str, ...], space_name: str | None, samples: int, *
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Initialization seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Write log10 |dE/dx_l| per unit to this PNG.")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help='Write log10 |dE/dx_l| per unit to this PNG (needs pip install "resnas[plot]").')
 def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, dataset: str, data_dir: str | None,
               batch_size: int, seed: int, as_json: bool, plot: str | None) -> None:
     """Measure how the gradient crosses the units at initialization (the paper's Eq. 5).
@@ -596,16 +855,23 @@ def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, data
     from .data import load_data
     if plot and not Path(plot).parent.is_dir():
         raise UserError(f"plot: folder {Path(plot).parent} does not exist")
+    if plot:
+        try:
+            probe_mod.pyplot()  # matplotlib is an extra: say so before computing anything
+        except ImportError as e:
+            raise UserError(str(e)) from None
     try:
         data = load_data(dataset, data_dir)
         x, y = next(iter(data.loader("val", batch_size)))
         todo = _probe_specs(specs, space_name, samples, in_chans=data.input_size[0], num_classes=data.num_classes)
-        pairs = probe_mod.against_reference(todo, x, y, seed=seed)
+        pairs = probe_mod.against_reference([spec for spec, _ in todo.values()], x, y, seed=seed)
     except search_errors() as e:
         raise UserError(str(e)) from None
     rows = probe_mod.rank_probes(pairs)
+    label = {key: name for key, (_, name) in todo.items()}
     if plot:
-        probe_mod.plot([r for r, _ in pairs], plot, title=f"gradient at initialization, {dataset} batch {len(x)}")
+        probe_mod.plot([r for r, _ in pairs], plot, title=f"gradient at initialization, {dataset} batch {len(x)}",
+                       labels=[label[r.spec] for r, _ in pairs])
     if as_json:
         click.echo(json.dumps(dict(dataset=dataset, batch_size=len(x), seed=seed, variants=rows), indent=2))
         return
@@ -614,11 +880,11 @@ def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, data
     # "vs ref": gain - gain of the row's ref; "Eq.5": the shortcut-only term over units 1 .. L-1
     columns = ["#", "variant", "vs ref", "gain", "ratio", "slope", "Eq.5"] + (["ref"] if len(refs) > 1 else [])
     table = Table(*columns, title=f"resnas probe on {dataset}: gain vs ref, closest first")
-    table.columns[1].overflow, table.columns[1].min_width = "fold", 20
-    for rank, (d, label) in enumerate(zip(rows, probe_mod.short_labels([d["spec"] for d in rows])), start=1):
+    table.columns[1].min_width = 20
+    for rank, d in enumerate(rows, start=1):
         term = "-" if d["shortcut_term"] is None else f"{d['shortcut_term']:.3g}"
-        own = " (ref)" if d["spec"] == d["reference"] else ""
-        table.add_row(str(rank), label + own, f"{d['gain_vs_reference']:+.2f}", f"{d['gain']:.2f}",
+        own = "(ref)" if d["spec"] == d["reference"] else ""  # the name as typed, wrapped after its commas
+        table.add_row(str(rank), SpecText(label[d["spec"]], own), f"{d['gain_vs_reference']:+.2f}", f"{d['gain']:.2f}",
                       f"{d['ratio']:.3g}", f"{d['slope']:.3f}", term,
                       *([str(ref_no[d["reference"]])] if len(refs) > 1 else []))
     console.print(table)
@@ -639,20 +905,24 @@ def probe_cmd(specs: tuple[str, ...], space_name: str | None, samples: int, data
 @click.option("--dataset", type=click.Choice(["digits", "cifar10", "cifar100", "imagenet", "folder"]),
               default="digits", show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the data set is (or is downloaded to).")
-@click.option("--quick", is_flag=True, help="Depths x1/3 (ResNet-38 for 110, ResNet-56 for 164) and 15 epochs.")
+@click.option("--quick", is_flag=True, help="Digits-sized: depths x1/3 (ResNet-38 for 110, ResNet-56 for 164), widths "
+              "x0.5, 15 epochs; under 10 min a table on 2 CPU cores (REPRODUCING.md).")
 @click.option("--depth-scale", type=click.FloatRange(min=0, max=1, min_open=True),
               help="Units per stage x this [default: 1, or 1/3 with --quick].")
+@click.option("--width-scale", type=click.FloatRange(min=0, max=1, min_open=True),
+              help="Stage widths x this [default: 1, or 0.5 with --quick].")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs per run [default: 164, or 15 with --quick].")
 @click.option("--rows", help="Only these rows, 1-based: 1,3,5 [default: all].")
-@_storage_option
+@click.option("--storage", help="Optuna storage for the studies [default: sqlite:///OUTPUT/reproduce.db, its own, "
+                                "so RESNAS_STORAGE and resnas.db are left alone].")
 @click.option("--study", "study_prefix", help="Prefix of the studies' names [default: the space's name].")
 @click.option("--seed", type=SEED, default=0, show_default=True,
               help="The study's seed; repeat k of a row trains with the seed of (row, k).")
 @click.option("--output", type=click.Path(file_okay=False), default="resnas-reproduce", show_default=True,
-              help="Folder for TABLE.md and TABLE.csv.")
+              help="Folder for TABLE.md and TABLE.csv (written after every run) and, without --storage, the studies.")
 def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quick: bool, depth_scale: float | None,
-              epochs: int | None, rows: str | None, storage: str | None, study_prefix: str | None, seed: int,
-              output: str) -> None:
+              width_scale: float | None, epochs: int | None, rows: str | None, storage: str | None,
+              study_prefix: str | None, seed: int, output: str) -> None:
     """Train the paper's Table 1 or Table 2 as grid studies and set the result beside the paper's.
 
     Every row is trained --repeats times in one study (resumed when it exists); the measured
@@ -660,9 +930,12 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
     probe ratio |dE/dx_1| / |dE/dx_L| at initialization. Any departure from the paper's protocol
     (data set, depth, epochs, repeats) is printed and written with the table.
 
+    Before training it prints an estimate of the time, from training steps timed on this machine;
+    the table so far is written after every run and on Ctrl-C, and the same command again continues.
+
     \b
     Examples:
-      resnas reproduce table1 --quick --repeats 3
+      resnas reproduce table1 --quick
       resnas reproduce table2 --dataset cifar10 --data-dir ./data --repeats 5 --storage sqlite:///t2.db
     """
     from . import reproduce as rep
@@ -672,23 +945,95 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
         numbers = tuple(int(r) for r in rows.split(",") if r.strip()) if rows else ()
     except ValueError:
         raise UserError(f"rows: {rows!r} is not a list of row numbers such as 1,3,5") from None
+    table_run = None
     try:
         job = rep.Reproduction(table, repeats=repeats, dataset=dataset, data_dir=data_dir,
                                depth_scale=depth_scale or (rep.QUICK_DEPTH_SCALE if quick else 1.0),
+                               width_scale=width_scale or (rep.QUICK_WIDTH_SCALE if quick else 1.0),
                                epochs=epochs or (rep.QUICK_EPOCHS if quick else rep.PAPER_EPOCHS), rows=numbers,
-                               storage=storage, study_prefix=study_prefix, seed=seed)
+                               storage=storage, study_prefix=study_prefix, seed=seed, output=output)
         for note in job.reduced:
             console.print(f"[bold yellow]not the paper's setting:[/] {note}", highlight=False, soft_wrap=True)
-        display = SearchDisplay(None, job.epochs, live=False)
-        job.callbacks = [display.on_trial]
+        table_run = rep.TableRun(job)
+        estimate = table_run.estimate()
+        console.print(estimate.line(), highlight=False, soft_wrap=True)
         start = time.perf_counter()
-        result = rep.run(job)
+        with _ReproduceDisplay(table_run, estimate, live=console.is_terminal) as display:
+            table_run.on_epoch, table_run.on_run = display.on_epoch, display.on_run
+            result = table_run.run()
         seconds = time.perf_counter() - start
-        md, csv_path = rep.write(job, result, output, seconds)
+    except KeyboardInterrupt:
+        raise Interrupted(_reproduce_interrupted(table_run)) from None
     except (*search_errors(), rep.ReproduceError) as e:
         raise UserError(str(e)) from None
     _print_reproduced(job, result, seconds)
+    md, csv_path = table_run.written
     console.print(f"wrote {md} and {csv_path}", highlight=False, soft_wrap=True)
+
+
+def _reproduce_interrupted(table_run) -> str:
+    """What Ctrl-C kept of a reproduction, and the exact command that continues it."""
+    again = _command(_argv())
+    if table_run is None or table_run.written is None:
+        return f"nothing trained yet; start it again with: {again}"
+    rows = table_run.rows()
+    done, runs = sum(len(r.errors) for r in rows), sum(r.repeats for r in rows)
+    md, csv_path = table_run.written
+    return (f"{done} of {runs} runs done; the table so far is in {md} and {csv_path} (the rest marked "
+            f"\"not run\"); the interrupted run resumes from its last epoch with: {again}")
+
+
+class _ReproduceDisplay:
+    """``resnas reproduce``'s progress: one line per finished run, and on a terminal a bar of the work done with
+    the row and epoch in training and the time left (the measured estimate, scaled by how the runs so far
+    compare with it)."""
+
+    def __init__(self, table_run, estimate, live: bool):
+        self.table_run, self.estimate = table_run, estimate
+        self.done = estimate.runs - estimate.runs_left
+        self.work, self.start = 0.0, time.perf_counter()  # estimated seconds of the epochs trained so far
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[runs]}"),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[left]}"), console=console,
+                                 transient=True) if live else None
+        self.task = None
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.start()
+            self.task = self.progress.add_task("starting", total=max(self.estimate.seconds, 1e-9),
+                                               runs=self._runs(), left=self._left())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def _runs(self) -> str:
+        return f"{self.done}/{self.estimate.runs} runs"
+
+    def _left(self) -> str:
+        from .reproduce import duration
+        rest = max(0.0, self.estimate.seconds - self.work)
+        elapsed = time.perf_counter() - self.start
+        return f"about {duration(rest * elapsed / self.work if self.work else rest)} left"
+
+    def on_epoch(self, row, report) -> None:
+        self.work += self.table_run.seconds.get(row.number, 0.0)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=self.work, runs=self._runs(), left=self._left(),
+                                 description=f"row {row.number}, epoch {report.epoch}/{report.epochs}")
+
+    def on_run(self, row, trial) -> None:
+        from .record import TrialRecord
+        self.done += 1
+        record = TrialRecord.from_trial(trial)
+        error = f"{trial.values[0]:.2%} val error" if trial.values else "pruned"
+        repeat = f" (repeat {record.repeat + 1})" if record.repeat else ""
+        console.print(f"run {self.done}/{self.estimate.runs}: row {row.number}{repeat} {row.label}: {error} after "
+                      f"{record.epochs} epochs, {record.seconds or 0:.0f} s; {self._left()}",
+                      highlight=False, soft_wrap=True)
+        if self.progress is not None:
+            self.progress.update(self.task, runs=self._runs(), left=self._left())
 
 
 def _print_reproduced(job, result, seconds: float) -> None:
@@ -707,16 +1052,19 @@ def _print_reproduced(job, result, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """The ``resnas`` console script: returns 0, 2 for bad input (one line on stderr), 130 on Ctrl-C."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        cli.main(args=argv, prog_name="resnas", standalone_mode=False)
+        cli.main(args=args, prog_name="resnas", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.ClickException as e:  # ours and click's (usage): one line, exit code 2
         UserError(e.format_message()).show()
         return UserError.exit_code
+    except Interrupted as e:  # a search or a training: what it kept, and the command that continues
+        err_console.print(f"interrupted: {e}", highlight=False, soft_wrap=True)
+        return 130
     except (click.Abort, KeyboardInterrupt):
-        err_console.print("interrupted: the running trial is recorded as failed (interrupted); "
-                          "run the same command again to continue", highlight=False, soft_wrap=True)
+        err_console.print(f"interrupted: {_command(args)} did not finish", highlight=False, soft_wrap=True)
         return 130
     return 0
 

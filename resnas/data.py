@@ -24,6 +24,7 @@ the test split is kept for the final report::
 from __future__ import annotations
 
 import os
+import shutil
 import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -236,14 +237,27 @@ def _cifar_class(name: str):
         meta={**base.meta, "md5": None}))
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder on the way to ``path`` that does not exist yet (None: ``path`` exists)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    return missing[-1] if missing else None
+
+
 def _cifar(load: Load) -> Data:
     name, root, download, val_fraction = load.name, load.root, load.download, load.val_fraction
     cls = _cifar_class(name)
+    # what a failed download would leave behind: the folders made for root, else its archive and folder in it
+    new = [p for p in (_first_missing(root), root / cls.filename, root / cls.base_folder) if p and not p.exists()]
     try:
         with PartialState().main_process_first():  # one process downloads, the others wait and read
             train_set = cls(str(root), train=True, download=download)
         test_set = cls(str(root), train=False)
     except (RuntimeError, OSError, urllib.error.URLError) as e:
+        for path in new:  # nothing of a failed download stays: a typo in --data-dir leaves no folders
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
         why = f"download failed ({first_line})" if download else "download is off"
         raise DataError(f"{name}: not found in {root / cls.base_folder} and {why}; put the extracted "

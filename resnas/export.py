@@ -62,7 +62,24 @@ def _write_weights(model: nn.Module, path: Path) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, tmp, metadata={"format": "pt", CHECKSUM: tensor_sha256(tensors)})
+    follow_umask(tmp)
     os.replace(tmp, path)
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode a file (0o666) or folder (0o777) gets under the user's umask: safetensors
+    writes 0600 and tempfile.mkdtemp makes 0700, whatever the umask says."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
+
+
+def _umask() -> int:
+    try:  # Linux shows it without changing it; os.umask can only read it by setting it (process-wide)
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o077)
+        os.umask(mask)
+        return mask
 
 
 def tensor_sha256(tensors: dict[str, torch.Tensor], text: str = "") -> str:

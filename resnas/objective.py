@@ -3,8 +3,8 @@
 The :class:`Objective` is what ``study.optimize`` calls; every setting comes through its constructor.
 What a trial keeps is its :class:`~resnas.record.TrialRecord`: the spec string, the ``timm.create_model``
 call that rebuilds it, params, MACs, per-epoch train loss / validation error / seconds, the device, its
-training seed (``design_seed``), its status and reason. Completed candidates that rank among the best
-WEIGHTS_TOP_K keep their weights as Optuna artifacts beside the database.
+training seed (``design_seed``), its status and reason. One run of each of the best WEIGHTS_TOP_K designs
+(``ranked_designs``) keeps its weights as Optuna artifacts beside the database (``keep_top_weights``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .record import (
     pruned_reason,
     trained,
 )
-from .storage import artifact_root, remove_artifacts
+from .storage import artifact_root, remove_artifacts, weights_kept
 from .train import CHECKPOINT, CheckpointWriteError, Recipe, StopTraining, checkpoint_history, dataset_recipe, train
 from .workers import Heartbeat, surplus_reason
 
@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # search.py builds the Objective: an import at run time would
     from .search import Search
 
 __all__ = ["CandidateFailed", "Objective", "Surplus", "PROBE_BATCH", "WEIGHTS_TOP_K", "checkpoint_dir", "design_seed",
-           "ranked_designs", "ranked_trials", "search_recipe"]
+           "as_completed", "keep_top_weights", "ranked_designs", "ranked_trials", "search_recipe"]
 
 WEIGHTS_TOP_K = 3  # completed trials whose weights are kept as artifacts
 PROBE_BATCH = 32  # images in the batch every candidate is probed on
@@ -122,9 +122,9 @@ class Objective:
         values = [error] + [float(getattr(result, o)) for o in self.search.space.objectives[1:]]
         owner = real_trial if real_trial is not None else trial
         if result.status == Status.OK and self.store is not None and isinstance(owner, optuna.Trial) \
-                and self._ranks_top(owner, error):
+                and self._ranks_top(owner.study, as_completed(owner, values)):
             self.keep_weights(owner, result.model)
-            self._drop_weights_below_top(owner, error)
+            keep_top_weights(owner.study, self.store, self.search.storage_url, as_completed(owner, values))
         return values[0] if len(values) == 1 else tuple(values)
 
     def suggest(self, trial: optuna.Trial, record: TrialRecord):
@@ -263,19 +263,45 @@ class Objective:
                                               study_or_trial=trial)
                 TrialRecord(artifacts={name: artifact_id}).save(trial, "artifacts")
 
-    def _drop_weights_below_top(self, trial: optuna.Trial, error: float) -> None:
-        """Delete the weights of the trial this one pushed out of the top WEIGHTS_TOP_K (ranked as
-        ``ranked_trials``), so that exactly the best k keep theirs. A finished trial's attributes cannot
-        change: its ``artifact:*`` ids stay, their files are gone, and export retrains it."""
-        done = [(t.values[0], t.number, TrialRecord.from_trial(t)) for t in _completed(trial.study)]
-        ranked = sorted([*done, (error, trial.number, None)], key=lambda e: e[:2])
-        for _, _, record in ranked[WEIGHTS_TOP_K:]:
-            if record is not None:
-                remove_artifacts(self.store, record)
+    def _ranks_top(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """Whether the design of ``trial`` (finishing, not yet told) ranks among the top WEIGHTS_TOP_K with
+        it, and no other run of the design keeps weights. Two objectives: always (the sweep decides)."""
+        if len(study.directions) > 1:
+            return True
+        trials = study.get_trials(deepcopy=False)
+        for design in ranked_designs(study, trial)[:WEIGHTS_TOP_K]:
+            if trial.number in design.trials:
+                return not any(weights_kept(self.search.storage_url, TrialRecord.from_trial(trials[n]))
+                               for n in design.trials if n != trial.number)
+        return False
 
-    def _ranks_top(self, trial: optuna.Trial, error: float) -> bool:
-        done = sorted(t.values[0] for t in _completed(trial.study))
-        return len(done) < WEIGHTS_TOP_K or error < done[WEIGHTS_TOP_K - 1]
+
+def as_completed(trial: optuna.Trial, values: list[float]) -> optuna.trial.FrozenTrial:
+    """A finishing trial as it will read once told ``values``, so that it ranks among the completed ones."""
+    frozen = optuna.trial.create_trial(values=values, params=trial.params, distributions=trial.distributions,
+                                       user_attrs=trial.user_attrs)
+    frozen.number = trial.number
+    return frozen
+
+
+def keep_top_weights(study: optuna.Study, store, url: str, finishing: optuna.trial.FrozenTrial | None = None) -> None:
+    """Delete kept weights until exactly the top WEIGHTS_TOP_K designs, ranked as ``resnas best`` ranks them
+    (``ranked_designs``), keep one run's each: the first of its runs (repeat 0 first) that keeps them.
+
+    Runs after every kept trial (with ``finishing``, not yet told) and at the end of every search: workers
+    finishing at once cannot see each other's trial complete, and the confirmation re-ranks designs by
+    their mean. Trials still running (another worker's) are left alone."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)
+              if t.state not in (TrialState.RUNNING, TrialState.WAITING)}
+    if finishing is not None and len(study.directions) == 1:  # a Pareto front ranks told trials only
+        trials[finishing.number] = finishing
+    records = {n: TrialRecord.from_trial(t) for n, t in trials.items()}
+    keep = set()
+    for design in ranked_designs(study, finishing)[:WEIGHTS_TOP_K]:
+        keep.update([n for n in design.trials if n in records and weights_kept(url, records[n])][:1])
+    for n, record in records.items():
+        if record.artifacts and n not in keep:
+            remove_artifacts(store, record)
 
 
 def _completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -292,14 +318,15 @@ def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(_completed(study), key=lambda t: (t.values[0], t.number))
 
 
-def ranked_designs(study: optuna.Study) -> list[Design]:
+def ranked_designs(study: optuna.Study, finishing: optuna.trial.FrozenTrial | None = None) -> list[Design]:
     """The study's designs ranked by mean final error over their seeds (resnas.ranking.rank_designs):
     every completed run of a design, its search trial (repeat 0) and its confirmation repeats, counts once
-    per repeat. Two objectives: the Pareto front, one design per trial (n = 1)."""
+    per repeat; ``finishing``, a trial not yet told (``as_completed``), counts as completed. Two objectives:
+    the Pareto front, one design per trial (n = 1)."""
     if len(study.directions) > 1:
         return [Design(TrialRecord.from_trial(t).spec or "", [t.values[0]], [t.number]) for t in ranked_trials(study)]
     runs: dict[str, dict[int, optuna.trial.FrozenTrial]] = {}
-    for t in sorted(_completed(study), key=lambda t: t.number):
+    for t in sorted([*_completed(study), *([finishing] if finishing else [])], key=lambda t: t.number):
         record = TrialRecord.from_trial(t)
         runs.setdefault(record.spec or "", {}).setdefault(record.repeat or 0, t)
     designs = [Design(spec, [by[r].values[0] for r in sorted(by)], [by[r].number for r in sorted(by)])

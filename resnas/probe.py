@@ -230,15 +230,27 @@ def short_labels(specs: list[str]) -> list[str]:
     return [",".join(t for t in ts if t not in common) or s for ts, s in zip(tokens, specs)]
 
 
-def plot(results: list[ProbeResult], path: str, title: str = "") -> None:
-    """log10 |dE/dx_l| against the unit index l, one line per result, saved as an image at ``path``."""
-    import matplotlib  # deferred: an optional dependency (resnas[plots]), only for --plot
+PLOT_EXTRA = "resnas[plot]"  # pyproject's extra that installs matplotlib
 
+
+def pyplot():
+    """matplotlib.pyplot on the files-only Agg backend; without matplotlib, an ImportError naming the extra
+    (``resnas probe --plot`` calls it before computing anything, as Optuna's visualization checks first)."""
+    try:
+        import matplotlib  # deferred: an optional dependency, only for --plot
+    except ImportError:
+        raise ImportError(f'plot: needs matplotlib, an optional dependency: pip install "{PLOT_EXTRA}"') from None
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
+    return plt
 
+
+def plot(results: list[ProbeResult], path: str, title: str = "", labels: list[str] | None = None) -> None:
+    """log10 |dE/dx_l| against the unit index l, one line per result (named by ``labels``, default: the
+    specs without their shared tokens), saved as an image at ``path``."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    for r, label in zip(results, short_labels([r.spec for r in results])):
+    for r, label in zip(results, labels or short_labels([r.spec for r in results])):
         ax.plot(range(1, r.units + 1), [math.log10(max(g, 1e-300)) for g in r.grad_norms],
                 label=f"{label} (gain {r.gain:.1f})")
     ax.set_xlabel("unit l")

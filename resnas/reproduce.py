@@ -5,35 +5,55 @@ one study trains every row once, then ``repeats - 1`` more times through the sea
 (repeat k trains with the seed of (design, k)), and the row's measured error is the median over them
 (the paper reports the median of 5 runs). "fail" follows the paper: an error above 20%. Every row
 is also probed at initialization (``resnas.probe``), so the rows that fail stand beside their
-gradient ratio |dE/dx_1| / |dE/dx_L|.
+gradient ratio |dE/dx_1| / |dE/dx_L|. The table so far is written after every finished run (and on
+Ctrl-C), the rows not run yet marked "not run"; the study lives under ``output`` unless ``storage``
+names one.
 
-    >>> job = Reproduction("table1", dataset="digits", depth_scale=1 / 3, epochs=15, rows=(1, 3))  # doctest: +SKIP
-    >>> rows = run(job)                                                                          # doctest: +SKIP
-    >>> print(to_markdown(job, rows))                                                            # doctest: +SKIP
+    >>> job = Reproduction("table1", dataset="digits", depth_scale=1 / 3, epochs=15, rows=(1, 3),  # doctest: +SKIP
+    ...                    output="out")
+    >>> table = TableRun(job)                                                                     # doctest: +SKIP
+    >>> print(table.estimate().line())                                                            # doctest: +SKIP
+    >>> rows = table.run()  # out/table1.md and out/table1.csv                                    # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import math
+import os
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from accelerate import Accelerator
 from optuna.trial import TrialState
 
-from .data import load_data
+from .data import Data, load_data
+from .network import build
+from .objective import search_recipe
 from .probe import probe
 from .record import TrialRecord
-from .search import Search, run_search
+from .search import Search, open_study, run_search
 from .space import Space, load_space
 from .spec import CONVS_PER_UNIT, SHORTCUTS, ArchSpec
+from .train import Diverged, Recipe, default_precision, evaluate, train_epoch
+
+__all__ = ["FAIL", "PAPER_EPOCHS", "QUICK_DEPTH_SCALE", "QUICK_EPOCHS", "QUICK_WIDTH_SCALE", "STORAGE_FILE", "TABLES",
+           "Estimate", "Planned", "ReproduceError", "Reproduction", "Row", "TableRun", "agreement", "epoch_seconds",
+           "ranks", "row_key", "scaled_space", "table_rows", "to_markdown", "write"]
 
 FAIL = 0.20  # the paper's "fail": test error above 20%
+NOT_RUN = "not run"  # a run the table does not hold yet
+STORAGE_FILE = "reproduce.db"  # the studies' own database under --output (unless --storage)
 PAPER_EPOCHS = 164
-# --quick, for digits on a CPU: ResNet-38 / ResNet-56 for 110 / 164; 10 epochs left the identity row at 18%
-QUICK_DEPTH_SCALE, QUICK_EPOCHS = 1 / 3, 15
+# --quick, for digits on a CPU, each table under 10 min on 2 cores (REPRODUCING.md, measured): ResNet-38 /
+# ResNet-56 for 110 / 164 keep the depth the failing rows need; half widths cost half; 10 epochs left the
+# identity row at 18%
+QUICK_DEPTH_SCALE, QUICK_WIDTH_SCALE, QUICK_EPOCHS = 1 / 3, 0.5, 15
 # Table 1 as the paper prints it: each variant by the label its shortcut row gives it, and its CIFAR-10
 # test error in % (None = fail).
 _TABLE1 = [
@@ -76,13 +96,15 @@ class Reproduction:
     dataset: str = "cifar10"
     data_dir: str | None = None
     depth_scale: float = 1.0  # units per stage x this (at least 1)
+    width_scale: float = 1.0  # every stage's width x this (ArchSpec.width)
     epochs: int = PAPER_EPOCHS
     rows: tuple[int, ...] = ()  # 1-based row numbers; () = all
     storage: str | None = None
     study_prefix: str | None = None
     seed: int = 0
     probe_batch: int = 32
-    callbacks: list = field(default_factory=list)  # optuna study callbacks (the CLI's display)
+    output: str | None = None  # where TABLE.md / TABLE.csv go (after every finished run too), and the study
+    callbacks: list = field(default_factory=list)  # optuna study callbacks
 
     def __post_init__(self) -> None:
         if self.table not in TABLES:
@@ -93,10 +115,12 @@ class Reproduction:
             raise ReproduceError(f"rows: {bad[0]} is not a row of {self.table}; allowed: 1 .. {n}")
         if not 0 < self.depth_scale <= 1:
             raise ReproduceError(f"depth_scale: {self.depth_scale!r} is out of range; allowed: (0, 1]")
+        if not 0 < self.width_scale <= 1:
+            raise ReproduceError(f"width_scale: {self.width_scale!r} is out of range; allowed: (0, 1]")
 
     @property
     def space(self) -> Space:
-        return scaled_space(load_space(f"paper_{self.table}"), self.depth_scale)
+        return scaled_space(load_space(f"paper_{self.table}"), self.depth_scale, self.width_scale)
 
     @property
     def reduced(self) -> list[str]:
@@ -106,6 +130,8 @@ class Reproduction:
             notes.append(f"data set {self.dataset}, not CIFAR-10")
         if self.depth_scale != 1:
             notes.append(f"depths reduced x{self.depth_scale:.3g} ({', '.join(self.depth_names)})")
+        if self.width_scale != 1:
+            notes.append(f"widths x{self.width_scale:.3g} ({self.width_names})")
         if self.epochs != PAPER_EPOCHS:
             notes.append(f"{self.epochs} epochs, not {PAPER_EPOCHS}")
         if self.repeats != 5:
@@ -118,8 +144,18 @@ class Reproduction:
         run = {spec.unit: spec.depth for spec in self.space.specs()}
         return [f"ResNet-{run[u]} for ResNet-{full[u]}" for u in full]
 
+    @property
+    def width_names(self) -> str:
+        full, run = load_space(f"paper_{self.table}").specs()[0], self.space.specs()[0]
+        return f"{'-'.join(map(str, run.stage_widths))} for {'-'.join(map(str, full.stage_widths))}"
+
     def study_name(self) -> str:
         return f"{self.study_prefix or self.space.name}-{self.epochs}ep"
+
+    @property
+    def storage_url(self) -> str:
+        """``storage``, else a database of its own under ``output``: the user's resnas.db stays untouched."""
+        return self.storage or f"sqlite:///{Path(self.output or '.') / STORAGE_FILE}"
 
 
 @dataclass(frozen=True)
@@ -130,8 +166,13 @@ class Row:
     label: str
     spec: str  # the network that was trained (reduced depth when asked)
     paper: float | None  # % test error, None = fail
-    errors: tuple[float | None, ...]  # per repeat, as fractions; None = no result (pruned, failed: ranked as fail)
+    errors: tuple[float | None, ...]  # the finished runs, as fractions; None = no result (pruned: ranked as fail)
     probe_gain: float
+    repeats: int = 1  # runs asked for; those not finished yet are "not run"
+
+    @property
+    def ran(self) -> bool:
+        return bool(self.errors)
 
     @property
     def measured(self) -> float | None:
@@ -140,19 +181,25 @@ class Row:
 
     @property
     def fail(self) -> bool:
-        return self.measured is None or self.measured > FAIL
+        return self.ran and (self.measured is None or self.measured > FAIL)
 
     @property
     def probe_ratio(self) -> float:
         return 10.0 ** self.probe_gain
 
 
-def scaled_space(space: Space, depth_scale: float) -> Space:
-    """``space`` with every CIFAR depth's units per stage scaled by ``depth_scale`` (at least 1 unit).
+def scaled_space(space: Space, depth_scale: float, width_scale: float = 1.0) -> Space:
+    """``space`` with every CIFAR depth's units per stage scaled by ``depth_scale`` (at least 1 unit), and its
+    widths by ``width_scale``.
 
         >>> scaled_space(load_space("paper_table2"), 1 / 3).choices["depth"]
         {'basic': (38,), 'bottleneck': (56,)}
+        >>> scaled_space(load_space("paper_table1"), 1, 0.5).specs()[0].stage_widths
+        (8, 16, 32)
     """
+    if width_scale != 1:
+        space = dataclasses.replace(space, name=f"{space.name}-w{width_scale:.3g}",
+                                    choices={**space.choices, "width": (width_scale,)})
     if depth_scale == 1:
         return space
     depth = space.choices["depth"]
@@ -178,26 +225,166 @@ def row_key(table: str, spec: ArchSpec) -> Any:
     return SHORTCUTS[spec.shortcut].label(**dict(spec.shortcut_params))
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A row to train: its number and label in the paper's table, its network and grid point, the paper's error."""
+
+    number: int
+    label: str
+    spec: ArchSpec
+    point: dict[str, Any]
+    paper: float | None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a reproduction will cost on this machine, from measured training steps (``epoch_seconds``)."""
+
+    table: str
+    rows: int
+    repeats: int
+    epochs: int
+    runs: int  # rows x repeats
+    runs_left: int  # not finished yet (a resumed study has the others)
+    seconds: float  # for the runs left
+    steps: int  # training steps timed per row
+
+    def line(self) -> str:
+        """``table2: 10 rows x 1 repeat x 15 epochs, about 12 min on this machine (measured 3 steps a row)``."""
+        head = (f"{self.table}: {self.rows} rows x {self.repeats} repeat{'s' * (self.repeats > 1)} x "
+                f"{self.epochs} epochs")
+        if self.runs_left == 0:
+            return f"{head}: every run is done, nothing to train"
+        done = f", {self.runs - self.runs_left} of {self.runs} runs done" if self.runs_left < self.runs else ""
+        left = " left" if done else ""
+        return f"{head}{done}, about {duration(self.seconds)}{left} on this machine (measured {self.steps} steps a row)"
+
+
+def duration(seconds: float) -> str:
+    """``40 s``, ``12 min``, ``9.2 h``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def epoch_seconds(spec: ArchSpec, data: Data, recipe: Recipe, steps: int = 3) -> float:
+    """Seconds per epoch of training ``spec`` on this machine: the median of ``steps`` training steps (after one
+    warm-up) of the trainer's own step (``resnas.train.train_epoch``) at the recipe's batch size, times the
+    epoch's steps, plus one timed validation batch times the validation's batches."""
+    accelerator = Accelerator(mixed_precision=default_precision())
+    model = build(spec)
+    if accelerator.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # as resnas.train
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    batch = [t.to(accelerator.device) for t in next(iter(data.loader("train", recipe.batch_size)))]
+    stamps: list[float] = []
+    try:  # a batch again and again: the time of a step, not of learning anything
+        train_epoch(accelerator, model, [batch] * (steps + 1), optimizer, scheduler, recipe.max_loss,
+                    lambda: stamps.append(time.perf_counter()))
+    except Diverged:
+        pass
+    step = statistics.median(b - a for a, b in zip(stamps, stamps[1:])) if len(stamps) > 1 else 0.0
+    val = [t.to(accelerator.device) for t in next(iter(data.loader("val", 2 * recipe.batch_size)))]
+    start = time.perf_counter()
+    evaluate(accelerator, model, [val])
+    val_seconds = time.perf_counter() - start
+    return len(data.train) // recipe.batch_size * step + math.ceil(len(data.val) / len(val[0])) * val_seconds
+
+
+class TableRun:
+    """A reproduction under way: its rows, its study, and the table so far, written to ``job.output`` after
+    every finished run and on Ctrl-C. ``on_epoch(row, report)`` and ``on_run(row, trial)`` follow it."""
+
+    def __init__(self, job: Reproduction):
+        self.job, self.data = job, load_data(job.dataset, job.data_dir)
+        self.planned = _plan(job, self.data)
+        self.search = Search(job.space, storage=job.storage_url, study_name=job.study_name(), dataset=job.dataset,
+                             data_dir=job.data_dir, epochs=job.epochs, seed=job.seed,
+                             callbacks=[self._finished, *job.callbacks], on_epoch=self._epoch,
+                             grid=[p.point for p in self.planned], confirm=len(self.planned), repeats=job.repeats - 1)
+        self.gains: dict[int, float] = {}
+        self.seconds: dict[int, float] = {}  # estimated seconds per epoch, by row number
+        self.study = None
+        self.written: tuple[Path, Path] | None = None
+        self.on_epoch = self.on_run = None
+        self._start, self._numbers = time.perf_counter(), {}  # trial number -> row
+
+    def estimate(self, steps: int = 3) -> Estimate:
+        """Probe every row, open (or resume) the study, and time ``steps`` training steps of each row left."""
+        x, y = next(iter(self.data.loader("val", self.job.probe_batch)))
+        self.gains = {p.number: probe(p.spec, x, y, seed=self.job.seed).gain for p in self.planned}
+        if self.job.storage is None:
+            Path(self.job.output or ".").mkdir(parents=True, exist_ok=True)
+        self.study = open_study(self.search)
+        recipe = search_recipe(self.job.dataset, self.job.space.recipe, self.job.epochs)
+        left = {r.number: r.repeats - len(r.errors) for r in self.rows()}
+        self.seconds = {p.number: epoch_seconds(p.spec, self.data, recipe, steps) for p in self.planned
+                        if left[p.number]}
+        job = self.job
+        return Estimate(job.table, len(self.planned), job.repeats, job.epochs, len(self.planned) * job.repeats,
+                        sum(left.values()), sum(self.seconds[n] * job.epochs * k for n, k in left.items() if k), steps)
+
+    def run(self) -> list[Row]:
+        """Train every row left ``job.repeats`` times (the study resumed); the table, written."""
+        if self.study is None:
+            self.estimate()
+        self._start = time.perf_counter()
+        try:
+            run_search(self.search)
+        finally:  # Ctrl-C too: the table so far
+            self.write()
+        return self.rows()
+
+    def rows(self) -> list[Row]:
+        """The table as the study holds it now: the finished runs of every row (the others not run)."""
+        done: dict[tuple, float | None] = {}
+        for t in ([] if self.study is None else
+                  self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))):
+            done[(_freeze(t.params), TrialRecord.from_trial(t).repeat or 0)] = \
+                t.values[0] if t.state == TrialState.COMPLETE else None
+        keys = {p.number: [(_freeze(p.point), r) for r in range(self.job.repeats)] for p in self.planned}
+        return [Row(p.number, p.label, str(p.spec), p.paper, tuple(done[k] for k in keys[p.number] if k in done),
+                    self.gains.get(p.number, math.nan), self.job.repeats) for p in self.planned]
+
+    def write(self) -> tuple[Path, Path] | None:
+        """The table so far, to ``job.output`` (nothing without one)."""
+        if self.job.output is not None:
+            self.written = write(self.job, self.rows(), self.job.output, time.perf_counter() - self._start)
+        return self.written
+
+    def row_of(self, number: int) -> Planned | None:
+        """The row trial ``number`` trains."""
+        if number not in self._numbers and self.study is not None:
+            points = {_freeze(p.point): p for p in self.planned}
+            self._numbers.update({t.number: points.get(_freeze(t.params)) for t in self.study.get_trials(deepcopy=False)
+                                  if t.params})
+        return self._numbers.get(number)
+
+    def _epoch(self, number: int, report) -> None:
+        if self.on_epoch is not None and (row := self.row_of(number)) is not None:
+            self.on_epoch(row, report)
+
+    def _finished(self, study, trial) -> None:
+        if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            return  # a failed run is retried: its row is not run yet
+        if self.on_run is not None and (row := self.row_of(trial.number)) is not None:
+            self.on_run(row, trial)
+        self.write()
+
+
+def _plan(job: Reproduction, data: Data) -> list[Planned]:
+    space = job.space
+    specs = space.specs(in_chans=data.input_size[0], num_classes=data.num_classes)
+    by_key = {row_key(job.table, s): (s, p) for s, p in zip(specs, space.grid_points())}
+    return [Planned(i, label, *by_key[key], paper) for i, (label, key, paper) in enumerate(TABLES[job.table], start=1)
+            if not job.rows or i in job.rows]
+
+
 def run(job: Reproduction) -> list[Row]:
     """Train every selected row ``job.repeats`` times in one study (resumed when it exists); the rows."""
-    space, data = job.space, load_data(job.dataset, job.data_dir)
-    fixed = dict(in_chans=data.input_size[0], num_classes=data.num_classes)
-    points = dict(zip([row_key(job.table, s) for s in space.specs(**fixed)], space.grid_points()))
-    chosen = [(i, *row) for i, row in enumerate(TABLES[job.table], start=1) if not job.rows or i in job.rows]
-    # one study: the search's own grid path trains every row once (interrupted rows are retried from
-    # their checkpoints, a point a trial holds is never enqueued again), then its confirmation trains
-    # every row repeats - 1 more times with the seed of (design, repeat)
-    search = Search(space, storage=job.storage, study_name=job.study_name(), dataset=job.dataset,
-                    data_dir=job.data_dir, epochs=job.epochs, seed=job.seed, callbacks=job.callbacks,
-                    grid=[points[key] for _, _, key, _ in chosen], confirm=len(chosen), repeats=job.repeats - 1)
-    study = run_search(search)
-    done = {(_freeze(t.params), TrialRecord.from_trial(t).repeat or 0): t.values[0]
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    errors = {i: [done.get((_freeze(points[key]), r)) for r in range(job.repeats)] for i, _, key, _ in chosen}
-    x, y = next(iter(data.loader("val", job.probe_batch)))
-    specs = {row_key(job.table, s): s for s in space.specs(**fixed)}
-    return [Row(i, label, str(specs[key]), paper, tuple(errors[i]), probe(specs[key], x, y, seed=job.seed).gain)
-            for i, label, key, paper in chosen]
+    return TableRun(job).run()
 
 
 def _freeze(params: dict[str, Any]) -> tuple:
@@ -218,12 +405,14 @@ def ranks(values: list[float | None]) -> list[int]:
 def table_rows(rows: list[Row]) -> list[dict[str, Any]]:
     """The rows as flat records (CSV columns, JSON, Markdown cells); errors in %."""
     paper_ranks = ranks([None if r.paper is None else r.paper / 100 for r in rows])
-    measured_ranks = ranks([None if r.fail else r.measured for r in rows])
+    ran = [r for r in rows if r.ran]  # the rows not run yet have no rank
+    measured_ranks = dict(zip([r.number for r in ran], ranks([None if r.fail else r.measured for r in ran])))
     return [dict(row=r.number, variant=r.label, paper_error=_pct(r.paper), paper_rank=pr,
-                 measured_error=_pct(r.measured, 100, "-"), measured_rank=mr, measured_fail=r.fail,
-                 runs=";".join(_pct(e, 100, "-") for e in r.errors),
+                 measured_error=_pct(r.measured, 100, "-") if r.ran else NOT_RUN,
+                 measured_rank=measured_ranks.get(r.number, "-"), measured_fail=r.fail,
+                 runs=";".join([*(_pct(e, 100, "-") for e in r.errors), *[NOT_RUN] * (r.repeats - len(r.errors))]),
                  probe_ratio=f"{r.probe_ratio:.3g}", spec=r.spec)
-            for r, pr, mr in zip(rows, paper_ranks, measured_ranks)]
+            for r, pr in zip(rows, paper_ranks)]
 
 
 def _pct(value: float | None, scale: float = 1, missing: str = "fail") -> str:
@@ -232,9 +421,11 @@ def _pct(value: float | None, scale: float = 1, missing: str = "fail") -> str:
 
 
 def agreement(rows: list[Row]) -> str:
-    """How many rows the measurement and the paper agree on, fail or not."""
-    same = sum((r.paper is None) == r.fail for r in rows)
-    return f"{same} of {len(rows)} rows agree with the paper on fail / not fail (error above {FAIL:.0%})"
+    """How many rows the measurement and the paper agree on, fail or not (of the rows run so far)."""
+    ran = [r for r in rows if r.ran]
+    same = sum((r.paper is None) == r.fail for r in ran)
+    line = f"{same} of {len(ran)} rows agree with the paper on fail / not fail (error above {FAIL:.0%})"
+    return line if len(ran) == len(rows) else f"{line}; {len(rows) - len(ran)} rows not run yet"
 
 
 def to_markdown(job: Reproduction, rows: list[Row], seconds: float | None = None) -> str:
@@ -244,6 +435,10 @@ def to_markdown(job: Reproduction, rows: list[Row], seconds: float | None = None
     lines = [f"# He et al. 2016, {title[job.table]}, reproduced by resnas", ""]
     if job.reduced:
         lines += ["**Not the paper's setting:** " + "; ".join(job.reduced) + ".", ""]
+    left = sum(r.repeats - len(r.errors) for r in rows)
+    if left:
+        lines += [f"**Partial:** {left} of {sum(r.repeats for r in rows)} runs not finished yet (\"{NOT_RUN}\"); "
+                  "the same command again continues the study.", ""]
     lines += [f"Measured: median validation error over {job.repeats} run(s) on {job.dataset}, {job.epochs} epochs "
               "per run. Paper: CIFAR-10 test error, median of 5 runs, 164 epochs. \"fail\": error above 20%. "
               "Probe ratio: |dE/dx_1| / |dE/dx_L| at initialization.", "",
@@ -264,10 +459,20 @@ def write(job: Reproduction, rows: list[Row], output: str | Path, seconds: float
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     md, csv_path = output / f"{job.table}.md", output / f"{job.table}.csv"
-    md.write_text(to_markdown(job, rows, seconds))
+    _replace(md, lambda f: f.write(to_markdown(job, rows, seconds)))
     records = table_rows(rows)
-    with csv_path.open("w", newline="") as f:
+
+    def write_csv(f) -> None:
         writer = csv.DictWriter(f, fieldnames=list(records[0]))
         writer.writeheader()
         writer.writerows(records)
+    _replace(csv_path, write_csv)
     return md, csv_path
+
+
+def _replace(path: Path, fill) -> None:
+    """Write ``path`` whole or not at all: a Ctrl-C while the table is written leaves the previous one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        fill(f)
+    os.replace(tmp, path)

@@ -37,11 +37,21 @@ from optuna_integration import TorchDistributedTrial
 from scipy import stats
 
 from .data import load_data
-from .export import WEIGHTS, export, verify_weights
-from .objective import Objective, Surplus, design_seed, end_if_surplus, ranked_designs, ranked_trials, search_recipe
+from .export import WEIGHTS, export, follow_umask, verify_weights
+from .export import load as load_export
+from .objective import (
+    Objective,
+    Surplus,
+    design_seed,
+    end_if_surplus,
+    keep_top_weights,
+    ranked_designs,
+    ranked_trials,
+    search_recipe,
+)
 from .ranking import TIE_TEST
-from .record import ARTIFACT_FILES, Status, StudyRecord, TrialRecord, epochs_spent, status_of
-from .space import Space, load_space
+from .record import ARTIFACT_FILES, INTERRUPTED, Status, StudyRecord, TrialRecord, epochs_spent, status_of
+from .space import DEFAULT_TRIALS, Space, load_space
 from .storage import (
     DEFAULT_STORAGE,
     StudyError,
@@ -57,12 +67,14 @@ from .storage import (
 from .train import train
 from .workers import enqueue_retry, grid_job, interrupted, reap
 
-__all__ = ["EpochBudget", "Fidelity", "FidelityCheck", "Search", "check_fidelity", "design_row", "distributed",
+__all__ = ["Budget", "DEFAULT_TRIALS", "Fidelity", "FidelityCheck", "Search", "Target", "budget", "check_fidelity",
+           "counted", "design_row", "distributed", "search_trials",
            "QueueDrained", "TrialSeeded", "enqueued_only",
            "enqueue_confirmation", "enqueue_grid", "enqueue_retries", "export_trial", "finished_trials",
+           "kept_run", "kept_test_errors", "retraining_line",
            "make_pruner", "make_sampler", "mean_sd", "measure_fidelity", "open_study", "prepare", "quiet_logs",
            "ranked_designs", "ranked_trials", "recorded_fidelity", "rungs", "run", "run_distributed", "run_search",
-           "run_workers", "sample_specs", "tie_label", "trial_budget", "write_note"]
+           "run_workers", "sample_specs", "tie_label", "write_note"]
 
 @dataclass
 class Search:
@@ -73,8 +85,9 @@ class Search:
     study_name: str | None = None
     dataset: str | None = None
     data_dir: str | None = None
-    trials: int | None = None
-    timeout: float | None = None
+    trials: int | None = None  # the target: search trials the study should hold (``counted``) [the space's]
+    more: int | None = None  # instead of ``trials``: this many more than the study holds
+    timeout: float | None = None  # per run: no new trial starts after it
     epochs: int | None = None  # overrides the space's epochs.max
     seed: int | None = None
     device: str | None = None
@@ -86,8 +99,9 @@ class Search:
     grid: list[dict[str, Any]] | None = None  # the grid points this run covers [default: the space's whole grid]
     confirm: int = 3  # after the budget, the best designs trained again with more seeds (0: none)
     repeats: int = 2  # extra seeds per confirmed design
-    budget_epochs: int | None = None  # candidate-epochs of this run, confirmation included (instead of trials)
+    budget_epochs: int | None = None  # a target too: the study's candidate-epochs, confirmation included
     on_fidelity: Any = None  # on_fidelity(Fidelity), when the fidelity check is made (the CLI prints it)
+    on_budget: Any = None  # on_budget(Budget), once the run knows what it adds to the study (the CLI prints it)
 
     @property
     def name(self) -> str:
@@ -342,42 +356,140 @@ def enqueue_retries(study: optuna.Study) -> int:
 
 
 # ---- running ------------------------------------------------------------------------------------
-def trial_budget(study: optuna.Study, search: Search) -> int | None:
-    """Trials to run now: --trials or the space's; for a grid, the enqueued rest of it (or --trials of it)."""
-    if search.space.sampler != "grid":
-        if search.trials is None and search.budget_epochs is not None:
-            return None  # until the epoch budget is spent
-        return search.trials if search.trials is not None else search.space.trials
-    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    return waiting if search.trials is None else min(search.trials, waiting)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def run_search(search: Search, enqueue: bool = True) -> optuna.Study:
-    """Open (or resume) the study, run ``search.trials`` more trials (or ``search.budget_epochs``) in this
-    process, then confirm the best designs with more seeds (``search.confirm``)."""
+def _search_own(trial) -> bool:
+    """A trial of the search proper: not a confirmation run, not a surplus copy of another's job."""
+    return "confirms" not in trial.user_attrs and trial.user_attrs.get("status") != Status.SURPLUS
+
+
+def counted(trial) -> bool:
+    """Whether a trial counts toward ``--trials``: a finished trial of the search proper (complete, pruned, or
+    failed with its reason); not a confirmation run, a surplus copy, nor a trial that a retry redoes
+    (interrupted by Ctrl-C, lost with its worker): the retry counts instead."""
+    return trial.state in FINISHED and _search_own(trial) and status_of(trial) != Status.LOST \
+        and trial.user_attrs.get("reason") != INTERRUPTED
+
+
+def search_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials the study holds toward its target (``counted``)."""
+    return [t for t in study.get_trials(deepcopy=False) if counted(t)]
+
+
+def _in_flight(study: optuna.Study) -> int:
+    """Search trials running now (other workers'): they count toward the target once they finish."""
+    return sum(_search_own(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one run adds to its study: up to ``trials`` counted trials and ``epochs`` candidate-epochs (None:
+    no limit), stopping as soon as the study holds ``target`` search trials (others' running ones included,
+    so workers started by hand share it). ``held`` / ``spent``: the study's search trials and their epochs."""
+
+    trials: int | None
+    epochs: int | None = None
+    target: int | None = None  # None: a grid's queue or --budget-epochs decides
+    held: int = 0
+    spent: int = 0
+    epochs_target: int | None = None  # --budget-epochs less the confirmation's share
+    queue: bool = False  # enqueued trials only, until none waits (the workers' confirmation)
+
+    @property
+    def done(self) -> bool:
+        return self.trials == 0 or self.epochs == 0
+
+    def line(self) -> str:
+        """One line: what the study holds of its target; when done, how to add to it."""
+        if self.epochs_target is not None:
+            head = f"study's search trained {self.spent} of {self.epochs_target} candidate-epochs"
+            return f"{head}; a larger --budget-epochs adds to it" if self.done else head
+        if self.target is None:  # a grid
+            return f"study holds {self.held} grid trials" + ("; every point is done" if self.done else
+                                                             f"; {self.trials} points to run")
+        head = f"study holds {self.held} of {self.target} trials"
+        return f"{head}; --more N to add" if self.done else head
+
+
+def budget(study: optuna.Study, search: Search) -> Budget:
+    """The run's budget (call after ``prepare``): for a sampled space, the target is ``--trials``, the study's
+    count plus ``--more``, or the space's ``trials:`` (DEFAULT_TRIALS without one); with ``--budget-epochs``
+    alone, its epochs. For a grid, the points waiting (``--trials N``: until the study holds N)."""
+    held = search_trials(study)
+    if search.space.sampler == "grid":  # a failed point is enqueued again, so only the others count
+        n = sum(t.state != TrialState.FAIL for t in held)
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        return Budget(waiting if search.trials is None else min(waiting, max(0, search.trials - n)), held=n)
+    busy = _in_flight(study)
+    if search.more is not None:
+        target = len(held) + busy + search.more
+    elif search.trials is not None or search.budget_epochs is None:
+        target = search.trials or search.space.trials or DEFAULT_TRIALS
+    else:
+        target = None
+    spent = sum(epochs_spent(t) for t in study.get_trials(deepcopy=False, states=FINISHED) if _search_own(t))
+    goal = search.search_epochs
+    return Budget(None if target is None else max(0, target - len(held) - busy),
+                  None if goal is None else max(0, goal - spent), target, len(held), spent, goal)
+
+
+class Target:
+    """A study callback that stops the run at its :class:`Budget`: once it ran ``trials`` counted trials or
+    trained ``epochs`` candidate-epochs, or the study holds the target; the last trial finishes, so an
+    epoch budget ends within one trial of it."""
+
+    def __init__(self, plan: Budget):
+        self.plan, self.ran, self.spent, self.full = plan, 0, 0, False
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.add(study, trial):
+            study.stop()
+
+    def add(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """Count a finished trial; whether the run is over."""
+        self.ran += counted(trial)
+        self.spent += epochs_spent(trial)
+        if self.plan.target is not None and not self.reached:
+            self.full = len(search_trials(study)) + _in_flight(study) >= self.plan.target
+        return self.reached
+
+    @property
+    def reached(self) -> bool:
+        plan = self.plan
+        return self.full or (plan.trials is not None and self.ran >= plan.trials) or \
+            (plan.epochs is not None and self.spent >= plan.epochs)
+
+
+def run_search(search: Search, enqueue: bool = True, share: Budget | None = None) -> optuna.Study:
+    """Open (or resume) the study, run trials in this process until the study holds its target (``budget``;
+    a worker: its ``share`` of the parent's), then confirm the best designs with more seeds (``search.confirm``)."""
     data = load_data(dataset_of(search), search.data_dir)
     with _storage_writable(search.storage_url):
-        return _run_search(search, data, enqueue)
+        return _run_search(search, data, enqueue, share)
 
 
-def _run_search(search: Search, data, enqueue: bool) -> optuna.Study:
+def _run_search(search: Search, data, enqueue: bool, share: Budget | None) -> optuna.Study:
     study = open_study(search)
     if enqueue:
         prepare(study, search.space, search.grid, search.heartbeat)
+    plan = share or _announce(budget(study, search), search)
     objective = Objective(search, data, artifact_store(search.storage_url))
-    fidelity, budget = FidelityCheck(search, search.on_fidelity), EpochBudget(search.search_epochs)
+    objective.queue_only = objective.queue_only or plan.queue
+    fidelity, target = FidelityCheck(search, search.on_fidelity), Target(plan)
     fidelity.apply(study)
-    n_trials, started = trial_budget(study, search), time.monotonic()
+    started = time.monotonic()
     with _frozen_heap():
-        if n_trials != 0:
+        if not plan.done:  # no n_trials: trials that do not count (a waiting confirmation run) add none
             with enqueued_only(study, objective.queue_only):
-                study.optimize(objective, n_trials=n_trials, timeout=search.timeout, catch=(Exception,),
-                               callbacks=[fidelity, budget, *search.callbacks])
+                study.optimize(objective, timeout=search.timeout, catch=(Exception,),
+                               callbacks=[fidelity, target, *search.callbacks])
         left = None if search.timeout is None else search.timeout - (time.monotonic() - started)
         if (left is None or left > 0) and (n := enqueue_confirmation(study, search)):
             objective.queue_only = True  # the confirmation runs its enqueued runs, nothing the sampler draws
             with enqueued_only(study):
                 study.optimize(objective, n_trials=n, timeout=left, catch=(Exception,), callbacks=search.callbacks)
+    keep_top_weights(study, objective.store, search.storage_url)  # exactly the top k, as confirmed
     if objective.disk_full:
         raise StudyError(f"search stopped: disk full? {objective.disk_full}")
     write_note(study, search.space)
@@ -427,25 +539,10 @@ def enqueued_only(study: optuna.Study, active: bool = True):
         del storage.create_new_trial
 
 
-class EpochBudget:
-    """A study callback that stops the search once its trials have trained ``limit`` candidate-epochs
-    (None: no limit); the last trial finishes, so the search ends within one trial of the budget."""
-
-    def __init__(self, limit: int | None):
-        self.limit, self.spent = limit, 0
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if self.add(trial):
-            study.stop()
-
-    def add(self, trial: optuna.trial.FrozenTrial) -> bool:
-        """Count a finished trial's epochs; whether the budget is now spent."""
-        self.spent += epochs_spent(trial)
-        return self.exhausted
-
-    @property
-    def exhausted(self) -> bool:
-        return self.limit is not None and self.spent >= self.limit
+def _announce(plan: Budget, search: Search) -> Budget:
+    if search.on_budget is not None:
+        search.on_budget(plan)
+    return plan
 
 
 # ---- confirmation --------------------------------------------------------------------------------
@@ -494,37 +591,38 @@ def _frozen_heap():
 def run_workers(search: Search, devices: list[str], poll=None) -> optuna.Study:
     """One worker process per device (``cuda:0``, ``cuda:1``, ... or ``cpu`` several times) on one study.
 
-    The study is created and a grid enqueued here, once; the trials (or the epoch budget) are shared out
-    among the workers, then the confirmation runs. ``poll(study)`` is called about every second while
-    they run (the CLI's display).
+    The study is created and a grid enqueued here, once; the run's budget (the trials the study lacks, or
+    the epochs) is shared out among the workers, which also share the study's target, then the
+    confirmation runs. ``poll(study)`` is called about every second while they run (the CLI's display).
     """
     load_data(dataset_of(search), search.data_dir)  # fail here, once, on missing data
     study = open_study(search)
     prepare(study, search.space, search.grid, search.heartbeat)
-    total = trial_budget(study, search)
-    if total is None:
-        total = 10 * len(devices) if search.budget_epochs is None else None
-    _launch(search, devices, total, search.search_epochs, poll, study)
-    if n := enqueue_confirmation(study, search):
-        _launch(dataclasses.replace(search, budget_epochs=None), devices, n, None, poll, study)
+    plan = _announce(budget(study, search), search)
+    if not plan.done:
+        _launch(search, devices, plan, poll, study)
+    if enqueue_confirmation(study, search):
+        _launch(search, devices, Budget(None, queue=True), poll, study)
+    keep_top_weights(study, artifact_store(search.storage_url), search.storage_url)  # workers that finished at once
     write_note(study, search.space)
     return study
 
 
-def _launch(search: Search, devices: list[str], trials: int | None, epochs: int | None, poll, study) -> None:
-    """Run ``trials`` (None: until ``epochs`` are spent) shared out among one process per device; wait."""
+def _launch(search: Search, devices: list[str], plan: Budget, poll, study) -> None:
+    """Run ``plan`` shared out among one process per device; wait."""
     def share(total: int | None, i: int) -> int | None:
         return None if total is None else total // len(devices) + (i < total % len(devices))
 
     threads = max(1, (os.cpu_count() or 1) // len(devices))
     ctx = mp.get_context("spawn")  # CUDA and forked processes do not mix
-    queue = search.space.sampler == "grid"  # every worker takes grid points until none waits
+    queue = plan.queue or search.space.sampler == "grid"  # every worker takes waiting trials until none waits
     workers = []
     for i, device in enumerate(devices):
-        n, budget = (None if queue else share(trials, i)), share(epochs, i)
-        if n != 0 and budget != 0:
-            job = _for_worker(search, n, budget, device)
-            workers.append(ctx.Process(target=_worker, args=(job, device, threads), daemon=True))
+        part = dataclasses.replace(plan, trials=None if queue else share(plan.trials, i),
+                                   epochs=share(plan.epochs, i))
+        if not part.done:
+            workers.append(ctx.Process(target=_worker, args=(_for_worker(search, device), part, device, threads),
+                                       daemon=True))
     for w in workers:
         w.start()
     while any(w.is_alive() for w in workers):
@@ -545,34 +643,31 @@ def run_distributed(search: Search) -> optuna.Study | None:
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     data = load_data(dataset_of(search), search.data_dir)
     store = artifact_store(search.storage_url) if state.is_main_process else None
-    study, objective, n_trials = None, Objective(search, data, store, distributed=True), 0
-    if state.is_main_process:
+    study, objective, plan = None, Objective(search, data, store, distributed=True), Budget(0)
+    if state.is_main_process:  # the main process decides when to stop; the others follow (_drive)
         study = open_study(search)
         prepare(study, search.space, search.grid, search.heartbeat)
-        n_trials = trial_budget(study, search)
-        if n_trials is None and search.budget_epochs is None:
-            n_trials = 10
+        plan = _announce(budget(study, search), search)
     fidelity = FidelityCheck(search, search.on_fidelity)
     with _frozen_heap():
         if state.is_main_process:
             fidelity.apply(study)
-        _drive(study, objective, n_trials, [fidelity, *search.callbacks], EpochBudget(search.search_epochs))
+        _drive(study, objective, Target(plan), [fidelity, *search.callbacks])
         n = enqueue_confirmation(study, search) if state.is_main_process else 0
-        objective.queue_only = True
-        _drive(study, objective, n, search.callbacks, EpochBudget(None))
+        objective.queue_only = True  # until the confirmation's queue is empty
+        _drive(study, objective, Target(Budget(None if n else 0)), search.callbacks)
     if state.is_main_process:
+        keep_top_weights(study, store, search.storage_url)
         write_note(study, search.space)
     dist.barrier()
     dist.destroy_process_group()  # left to interpreter teardown, gloo's threads can abort a rank at exit
     return study
 
 
-def _drive(study: optuna.Study | None, objective: Objective, n_trials: int | None, callbacks: list,
-           budget: EpochBudget) -> None:
-    """Trials together on every rank until the main process has run ``n_trials`` (None: no limit) or spent
-    the epoch ``budget``; the main process (``study`` not None) decides, every rank follows."""
-    done = 0
-    while _broadcast(study is None or ((n_trials is None or done < n_trials) and not budget.exhausted)):
+def _drive(study: optuna.Study | None, objective: Objective, target: Target, callbacks: list) -> None:
+    """Trials together on every rank until the main process (``study`` not None) reaches its ``target``
+    (or the queue runs empty); the main process decides, every rank follows."""
+    while _broadcast(study is None or not target.reached):
         trial = _ask(study, objective.queue_only) if study is not None else None
         if not _broadcast(study is None or trial is not None):
             break  # the queue ran empty
@@ -588,10 +683,9 @@ def _drive(study: optuna.Study | None, objective: Objective, n_trials: int | Non
             values, trial_state = None, TrialState.FAIL
         if study is not None:
             frozen = study.tell(trial, values, state=trial_state)
-            budget.add(frozen)
+            target.add(study, frozen)
             for callback in callbacks:
                 callback(study, frozen)
-        done += 1
         dist.barrier()
 
 
@@ -616,22 +710,21 @@ def _broadcast(value):
     return box[0]
 
 
-def _for_worker(search: Search, trials: int | None, epochs: int | None, device: str) -> Search:
+def _for_worker(search: Search, device: str) -> Search:
     """The search one worker process runs: every field but the display's hooks, which stay here; the
     confirmation is the parent's, after every worker has finished."""
-    return dataclasses.replace(search, storage=search.storage_url, study_name=search.name, trials=trials,
-                               budget_epochs=epochs, confirm=0, device=device, callbacks=[],
-                               on_epoch=None, on_fidelity=None)
+    return dataclasses.replace(search, storage=search.storage_url, study_name=search.name, confirm=0, device=device,
+                               callbacks=[], on_epoch=None, on_fidelity=None, on_budget=None)
 
 
-def _worker(search: Search, device: str, threads: int) -> None:
+def _worker(search: Search, share: Budget, device: str, threads: int) -> None:
     if device.startswith("cuda"):
         os.environ["CUDA_VISIBLE_DEVICES"] = device.partition(":")[2] or "0"
     else:
         os.environ["ACCELERATE_USE_CPU"] = "1"
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    run_search(search, enqueue=False)
+    run_search(search, enqueue=False, share=share)
 
 
 def design_row(design) -> dict[str, Any]:
@@ -641,7 +734,9 @@ def design_row(design) -> dict[str, Any]:
 
 
 def mean_sd(design) -> str:
-    return f"{design.mean:.4f}" if design.sd is None else f"{design.mean:.4f} ± {design.sd:.4f}"
+    """A design's error over its seeds in percent, as the paper's tables give it: 2.66 ± 0.80%, or 3.12%."""
+    mean = 100 * design.mean
+    return f"{mean:.2f}%" if design.sd is None else f"{mean:.2f} ± {100 * design.sd:.2f}%"
 
 
 def tie_label(design, rank: int) -> str:
@@ -682,8 +777,9 @@ def write_note(study: optuna.Study, space: Space, top: int = 5) -> None:
 
 
 def export_trial(study: optuna.Study, url: str, number: int | None, output: str | os.PathLike,
-                 data_dir: str | None = None) -> tuple[Path, str]:
-    """Write trial ``number`` (default: the best) as a timm local-dir folder; says how it got the weights."""
+                 data_dir: str | None = None, say=None) -> tuple[Path, str]:
+    """Write trial ``number`` (default: the best) as a timm local-dir folder; says how it got the weights.
+    ``say(line)`` is told before a trial that kept no weights is retrained, with the cost."""
     if number is None:
         designs = ranked_designs(study)
         if not designs:
@@ -702,8 +798,9 @@ def export_trial(study: optuna.Study, url: str, number: int | None, output: str 
         raise StudyError(f"output: {output} exists and is not empty; choose a new folder")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".resnas-export-", dir=output.parent))  # same disk: os.replace is atomic
+    follow_umask(tmp)  # mkdtemp's 0700 would become the export's mode
     try:
-        how = _fill_export(study, url, trial, tmp, data_dir)
+        how = _fill_export(study, url, trial, tmp, data_dir, say)
         if output.exists():
             output.rmdir()
         os.replace(tmp, output)  # the folder appears whole or not at all
@@ -712,35 +809,86 @@ def export_trial(study: optuna.Study, url: str, number: int | None, output: str 
     return output, how
 
 
-def _representative(study: optuna.Study, url: str, design) -> optuna.trial.FrozenTrial:
-    """The run of a design that export writes: its lowest-error run with kept weights, else its search trial."""
+def kept_run(study: optuna.Study, url: str, design) -> optuna.trial.FrozenTrial | None:
+    """The run of a design whose kept weights export writes (its lowest-error one); None when none keeps any."""
     trials = study.get_trials(deepcopy=False)
     runs = sorted((trials[n] for n in design.trials), key=lambda t: (t.values[0], t.number))
-    kept = [t for t in runs if weights_kept(url, TrialRecord.from_trial(t))]
-    return kept[0] if kept else trials[design.trials[0]]
+    return next((t for t in runs if weights_kept(url, TrialRecord.from_trial(t))), None)
 
 
-def _fill_export(study: optuna.Study, url: str, trial, folder: Path, data_dir: str | None) -> str:
-    """The trial's own weights from its artifacts, or a retraining when it kept none."""
+def _representative(study: optuna.Study, url: str, design) -> optuna.trial.FrozenTrial:
+    """The run of a design that export writes: its run with kept weights, else its search trial."""
+    return kept_run(study, url, design) or study.get_trials(deepcopy=False)[design.trials[0]]
+
+
+def _download_kept(url: str, trial, folder: Path) -> bool:
+    """Write the trial's kept files into ``folder``, their sha256 checked; False when it kept none."""
+    record = TrialRecord.from_trial(trial)
+    if not weights_kept(url, record):
+        return False
+    store = artifact_store(url)
+    try:
+        for name in ARTIFACT_FILES:
+            download_artifact(artifact_store=store, artifact_id=record.artifacts[name], file_path=str(folder / name))
+    except optuna.artifacts.exceptions.ArtifactNotFound:  # removed since (a worker's top k): as if never kept
+        for name in ARTIFACT_FILES:
+            (folder / name).unlink(missing_ok=True)
+        return False
+    kept = record.artifacts[WEIGHTS]  # a damaged artifact: one line (ExportError), nothing written
+    verify_weights(folder / WEIGHTS, f"trial {trial.number}'s kept weights (artifact {kept})")
+    return True
+
+
+def _fill_export(study: optuna.Study, url: str, trial, folder: Path, data_dir: str | None, say) -> str:
+    """The trial's own weights from its artifacts, or a retraining when it kept none (``say`` says so first)."""
+    if _download_kept(url, trial, folder):
+        return f"trial {trial.number}'s own weights"
     record, made = TrialRecord.from_trial(trial), StudyRecord.from_study(study)
-    if weights_kept(url, record):
-        store = artifact_store(url)
-        try:
-            for name in ARTIFACT_FILES:
-                download_artifact(artifact_store=store, artifact_id=record.artifacts[name],
-                                  file_path=str(folder / name))
-            kept = record.artifacts[WEIGHTS]  # a damaged artifact: one line (ExportError), nothing written
-            verify_weights(folder / WEIGHTS, f"trial {trial.number}'s kept weights (artifact {kept})")
-            return f"trial {trial.number}'s own weights"
-        except optuna.artifacts.exceptions.ArtifactNotFound:  # removed since (a worker's top k): as if never kept
-            for name in ARTIFACT_FILES:
-                (folder / name).unlink(missing_ok=True)
     data = load_data(made.dataset or "digits", data_dir)
     epochs = int(made.max_epochs or record.epochs or 1)
+    if say is not None:
+        say(retraining_line(trial.number, epochs, record.epoch_seconds))
     recipe = search_recipe(data.name, made.recipe or {}, epochs)
     result = train(record.spec, data, epochs, recipe, seed=_training_seed(study, trial))
     export(result.model, folder, **data.pretrained_cfg())
     return f"retrained for {epochs} epochs: trial {trial.number} kept no weights"
+
+
+def retraining_line(number: int, epochs: int, epoch_seconds: list[float]) -> str:
+    """What export says before it retrains a trial, with the cost its recorded epoch times give."""
+    if not epoch_seconds:
+        return f"trial {number} kept no weights: retraining it, {epochs} epochs (no recorded epoch times)"
+    seconds = epochs * sum(epoch_seconds) / len(epoch_seconds)
+    about = f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}"
+    return f"trial {number} kept no weights: retraining it, {epochs} epochs, about {about} s from its recorded " \
+           "epoch times"
+
+
+def kept_test_errors(study: optuna.Study, url: str, designs: list, data_dir: str | None = None) -> list:
+    """For each design, ``(trial, test error)`` of the run whose kept weights export writes (loaded as export
+    loads them, sha256 checked), or None when no run of it kept weights. Only this reads the test split."""
+    made, found = StudyRecord.from_study(study), []
+    runs = [kept_run(study, url, d) for d in designs]
+    if not any(runs):
+        return [None] * len(designs)
+    data = load_data(made.dataset or "digits", data_dir)
+    for trial in runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            found.append(None if trial is None or not _download_kept(url, trial, Path(tmp)) else
+                         (trial.number, _test_error(load_export(tmp), data)))
+    return found
+
+
+@torch.no_grad()
+def _test_error(model: torch.nn.Module, data, batch_size: int = 256) -> float:
+    """The error over the whole test split (wrong / count, as training counts validation error)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device).eval()
+    wrong = count = 0
+    for x, y in data.loader("test", batch_size, device=device):
+        wrong += int((model(x.to(device)).argmax(1) != y.to(device)).sum())
+        count += len(y)
+    return wrong / count
 
 
 def _training_seed(study: optuna.Study, trial) -> int:

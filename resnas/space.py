@@ -16,6 +16,7 @@ import dataclasses
 import math
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from .spec import (
     ArchSpec,
     default_shortcut,
     short_repr,
+    shortcut_params,
 )
 from .train import SCHEDULES, Recipe
 
@@ -49,6 +51,9 @@ RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name != "sch
 MAX_SPACE_SIZE = 2**20
 MAX_POINTS = 100_000  # points of a space (each range at both ends): each is checked when the space loads
 SEED_MAX = 2**32 - 1  # what numpy's and Optuna's samplers accept
+
+
+DEFAULT_TRIALS = 10  # the search's target for a space that names no ``trials:``
 
 
 class SpaceError(ValueError):
@@ -136,6 +141,87 @@ class Space:
     def specs(self, **fixed: Any) -> list[ArchSpec]:
         """The ArchSpec of every grid point."""
         return [spec for _, spec in _walk(lambda t: self.suggest(t, **fixed))]
+
+
+DATA_FIELDS = ("in_chans", "num_classes")  # set by the data set: the same in every trial of a study
+
+
+def compact_spec(spec: ArchSpec | str, space: Space | None = None) -> str:
+    """The fields of ``spec`` that its space varies (the space's fixed choices and the data's fields left
+    out), floats at the space's step or to 4 significant digits: a spec that a table row can hold.
+
+        >>> compact_spec("depth=14,act=preact,shortcut=scaling,scale=0.925596638292661,widths=8-16-32,in_chans=1",
+        ...              load_space("default"))
+        'depth=14,act=preact,shortcut=scaling,scale=0.9256,f_scale=1'
+    """
+    return ",".join(_split_spec(spec, space)[0])
+
+
+def fixed_fields(spec: ArchSpec | str, space: Space | None = None) -> str:
+    """What ``compact_spec`` leaves out of ``spec``: the space's fixed choices and the data's fields."""
+    return ",".join(_split_spec(spec, space)[1])
+
+
+def _split_spec(spec: ArchSpec | str, space: Space | None) -> tuple[list[str], list[str]]:
+    try:
+        spec = ArchSpec.parse(spec) if isinstance(spec, str) else spec
+    except ValueError:  # not a spec resnas wrote: shown as it is
+        return [str(spec)], []
+    shown, left = [], []
+    tokens = [t for t in str(spec).split(",") if t.partition("=")[0] not in shortcut_params()]
+    at = [t.partition("=")[0] for t in tokens].index("shortcut") + 1
+    # the kind's parameters as str(spec) gives them, and one the space varies at its default too (gate_bias=-6)
+    tokens[at:at] = [f"{p.name}={value}" for p, (_, value) in zip(SHORTCUTS[spec.shortcut].params,
+                                                                   spec.shortcut_params)
+                     if value != p.default or (space and not _single(_values_of(space, spec.shortcut, p.name)))]
+    for token in tokens:
+        key = token.partition("=")[0]
+        values = _values_of(space, spec.shortcut, key)
+        if key in DATA_FIELDS or (values is not None and _single(values)):
+            left.append(token)
+        elif key in shortcut_params() or key == "width":
+            step = values.step if isinstance(values, Range) else None
+            shown.append(f"{key}={_short_float(getattr(spec, key), step)}")
+        else:
+            shown.append(token)
+    return shown, left
+
+
+def _values_of(space: Space | None, kind: str, key: str) -> Values | None:
+    """The values ``space`` allows for a spec field (of shortcut ``kind``); None when unknown."""
+    if space is None:
+        return None
+    c = space.choices
+    if key in ("layout", "stem"):
+        return (c.get(key),)
+    if key in ("depth", "layers"):
+        depth = c["depth"]
+        if isinstance(depth, dict):
+            return depth if any(isinstance(v, Range) for v in depth.values()) else \
+                tuple({v for values in depth.values() for v in values})
+        return depth
+    if key == "shortcut":
+        return tuple(c["shortcut"])
+    if key in shortcut_params():
+        params = c["shortcut"].get(kind, {})
+        if isinstance(params, tuple):  # explicit rows
+            return tuple({row.get(key) for row in params})
+        return params.get(key, ())
+    return c.get(key, ())  # a field the space does not name is the same in all its specs
+
+
+def _single(values: Any) -> bool:
+    return not isinstance(values, (Range, dict)) and len(values) <= 1
+
+
+def _short_float(value: float, step: float | None) -> str:
+    """``value`` at the decimals of ``step`` (a range's grid), else to 4 significant digits."""
+    if step:
+        decimals = max(0, -Decimal(repr(float(step))).normalize().as_tuple().exponent)
+        text = f"{round(value, decimals) + 0.0:.{decimals}f}"  # + 0.0: never "-0"
+    else:
+        text = f"{value:.4g}"
+    return text.rstrip("0").rstrip(".") if "." in text and "e" not in text else text
 
 
 def _pick(trial, name: str, values: Values):
@@ -256,8 +342,11 @@ def _load_yaml(text: str) -> Any:
         return yaml.load(text, Loader=_Loader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
+        where = f" at line {_line_of(text, mark)}" if mark is not None else ""
         reason = getattr(e, "problem", None) or getattr(e, "reason", None)
+        context, opened = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if reason and context and opened is not None:  # where the unclosed [ { or quote began
+            reason += f" ({context} from line {_line_of(text, opened)})"
         raise SpaceError(f"not valid YAML{where}{f': {_cut(reason)}' if reason else ''}") from None
     except SpaceError:  # the loader's own, a ValueError too
         raise
@@ -265,6 +354,14 @@ def _load_yaml(text: str) -> Any:
         raise SpaceError("values nested too deeply") from None
     except ValueError as e:  # from a constructor: int() of over 4300 digits, a date such as 2024-13-01
         raise SpaceError(f"not valid YAML: {_cut(str(e).split(';')[0])}") from None
+
+
+def _line_of(text: str, mark: yaml.Mark) -> int:
+    """The 1-based line of PyYAML's ``mark``; one at the end of the file is on the line after the last
+    newline, which no editor shows: the last line with text instead."""
+    if not text[mark.index:].strip():
+        return max(1, len(text[:mark.index].rstrip().splitlines()))
+    return mark.line + 1
 
 
 def parse_space(text: str, source: str = "<space>", default_name: str = "space") -> Space:

@@ -109,10 +109,24 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         return storage
     except StudyError:
         raise
+    except ImportError as e:  # Optuna's "Failed to import DB access module": the URL's driver is not installed
+        raise StudyError(_missing_driver(url, e)) from None
     except Exception as e:
         if db is not None and not existed and db.is_file() and db.stat().st_size == 0:
             db.unlink()  # not even created (a full disk): leave no empty database behind
         raise StudyError(f"storage: cannot open {mask_url(url)}: {first_line(e)}{disk_note(db, e)}") from None
+
+
+def _missing_driver(url: str, e: ImportError) -> str:
+    """What to install for a database URL whose driver SQLAlchemy could not import (one line)."""
+    module = getattr(e.__cause__, "name", None) or getattr(e, "name", None) or "its driver"
+    line = f"storage: {mask_url(url)} needs the database driver {module}, which is not installed"
+    if not url.startswith("postgresql"):  # MySQL: no extra; its drivers' packages are named apart from modules
+        return line
+    if module == "psycopg":  # what resnas[postgres] installs, and SQLAlchemy 2.1's default for postgresql://
+        return f'{line}: pip install "resnas[postgres]"'
+    rest = mask_url(url).split("://", 1)[-1]
+    return f'{line}: pip install "resnas[postgres]" and use postgresql+psycopg://{rest}'
 
 
 # another worker created the same fresh database first: its tables, types and version rows now exist

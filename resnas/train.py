@@ -40,7 +40,7 @@ from safetensors.torch import save_file
 from torch.optim.lr_scheduler import ChainedScheduler, ConstantLR, CosineAnnealingLR, MultiStepLR
 
 from .data import DATASETS, Data
-from .export import CHECKSUM, tensor_sha256
+from .export import CHECKSUM, follow_umask, tensor_sha256
 from .network import build, count_macs, count_params
 from .spec import ArchSpec
 
@@ -421,6 +421,7 @@ def save_checkpoint(path: Path, accelerator, model: nn.Module, optimizer, schedu
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             save_file(tensors, tmp, metadata={"resnas": header, CHECKSUM: tensor_sha256(tensors, header)})
+            follow_umask(tmp)
             os.replace(tmp, path)
         except Exception as e:  # OSError, or safetensors' own error for a write that failed (a full disk)
             tmp.unlink(missing_ok=True)
@@ -474,8 +475,12 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, generato
     """Restore the state saved by save_checkpoint into the given objects; returns the history."""
     header, tensors = _read_checkpoint(path)
     state = _decode(header, tensors)
-    if state["run"] != json.loads(json.dumps(run)):
-        diff = sorted(k for k in run if state["run"].get(k) != json.loads(json.dumps(run[k])))
+    saved, wanted = _comparable(state["run"]), _comparable(run)
+    if saved != wanted:
+        diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
+        if "schedule_epochs" in diff:  # the lr steps at fractions of it: another budget is another run
+            diff[diff.index("schedule_epochs")] = (f"schedule_epochs: it was trained on a {saved['schedule_epochs']}-"
+                                                   f"epoch schedule, this run is on {wanted['schedule_epochs']}")
         raise CheckpointError(f"checkpoint: {path} belongs to another run (differs in {', '.join(diff)}); "
                               "remove it or use another directory")
     model.load_state_dict(state["model"])
@@ -483,6 +488,23 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, generato
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"], generator)
     return state["history"]
+
+
+def _comparable(run: dict) -> dict:
+    """A run as checkpoints compare it: a schedule budget given (``Recipe.schedule_epochs``) or defaulted to
+    the epochs is the same budget, so a resumed run may name it either way."""
+    run = json.loads(json.dumps(run))
+    if isinstance(run.get("recipe"), dict) and "schedule_epochs" in run:
+        run["recipe"]["schedule_epochs"] = run["schedule_epochs"]
+    return run
+
+
+def checkpoint_run(path: Path) -> dict | None:
+    """What a checkpoint's run was (spec, recipe, seed, data, schedule_epochs), or None when it is unreadable."""
+    try:
+        return _read_checkpoint(path)[0]["run"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _rng_state(generator: torch.Generator) -> dict:

@@ -213,12 +213,14 @@ def test_workers_started_together_without_an_index_draw_different_candidates(tmp
     space = tmp_path / "drawn.yaml"
     space.write_text(DRAWN)
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    argv = [sys.executable, "-m", "resnas", "search", "--space", str(space), "--storage", url, "--confirm", "0"]
+    argv = [sys.executable, "-m", "resnas", "search", "--space", str(space), "--storage", url, "--confirm", "0",
+            "--trials", "6"]
     procs = [subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(3)]
     assert [p.wait(300) for p in procs] == [0, 0, 0], [p.stderr.read().decode()[-1000:] for p in procs]
     trials = optuna.load_study(study_name="drawn", storage=url).trials
     scales = [t.params["scaling.scale"] for t in trials]
-    assert len(scales) == 6 and len(set(scales)) == 6  # the same seed once drew the same 2 candidates 3 times
+    # the three share the target: 6, and at most one trial more per other process (running when it was reached)
+    assert 6 <= len(scales) <= 8 and len(set(scales)) == len(scales)  # the same seed once drew the same ones
 
 
 # ---- the rules of resnas.workers ------------------------------------------------------------------

@@ -280,8 +280,9 @@ def test_journal_with_a_torn_last_line_is_repaired_in_one_line(journal, capsys):
     last = whole[whole.rstrip(b"\n").rindex(b"\n") + 1:]
     torn = whole[:-len(last) // 2]  # power loss halfway through the last line
     path.write_bytes(torn)
-    for run in range(2):  # the repaired journal takes the next searches
-        assert main(["search", "--space", str(space), "--storage", f"journal:///{path}", "--confirm", "0"]) == 0
+    for run in range(2):  # the repaired journal takes the next searches, one more trial each
+        assert main(["search", "--space", str(space), "--storage", f"journal:///{path}", "--confirm", "0",
+                     "--more", "1"]) == 0
         err = capsys.readouterr().err
         if run == 0:
             assert err.startswith("warning: ") and err.count("\n") == 1 and str(path) in err, err
@@ -369,9 +370,10 @@ def test_two_searches_in_a_fresh_folder_at_once_both_finish(tmp_path):
     space = tmp_path / "r1.yaml"
     space.write_text(RANDOM)
     url = f"sqlite:///{tmp_path}/resnas.db"
-    procs = [subprocess.Popen(_cmd(space, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
-             for _ in range(2)]
+    procs = [subprocess.Popen(_cmd(space, url, "--trials", "2"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env=ENV) for _ in range(2)]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
-    assert len(optuna.load_study(study_name="r1", storage=url).trials) == 2
+    # the shared target of 2; a worker may pass it by the trial it was running when the other reached it
+    assert len(optuna.load_study(study_name="r1", storage=url).trials) in (2, 3)
 

@@ -124,7 +124,9 @@ def test_export_reload_gives_the_recorded_error_and_the_exported_predictions(tmp
     db, folder = tmp_path / "export.db", tmp_path / "best-net"
     out = _run([sys.executable, EXAMPLES / "export_reload.py", "--storage", f"sqlite:///{db}", "--output", folder,
                 "--trials", "1", "--epochs", "1"], tmp_path)
-    best = _best(_trials(db, "default"))
+    trials = _trials(db, "default")
+    assert [t.user_attrs.get("confirms") for t in trials] == [None, 0, 0]  # one design: its trial, 2 more seeds
+    best = trials[0]  # of a design's runs, its search trial keeps the weights
     assert f"exported trial {best.number} to {folder} (trial {best.number}'s own weights)" in out
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     reloaded, recorded = map(float, re.search(r"val error: ([\d.]+) reloaded, ([\d.]+) recorded", out).groups())

@@ -205,7 +205,7 @@ def test_corrupt_or_foreign_checkpoint_is_refused_and_kept(tmp_path, capsys):
     good = ckpt.read_bytes()
     capsys.readouterr()
     # a checkpoint of another design
-    assert main(["train", "--model", "depth=14,widths=4-8-16", "--dataset", "digits", "--epochs", "2",
+    assert main(["train", "--model", "depth=14,widths=4-8-16", "--dataset", "digits", "--epochs", "1",
                  "--output", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: checkpoint:") and "another run" in err and err.count("\n") == 1

@@ -92,7 +92,7 @@ def test_a_file_above_the_size_limit_is_one_line_without_reading_it_all(tmp_path
 
 def test_a_yaml_syntax_error_gives_its_line_and_reason():
     message = _space_error("name: x\nspace: {depth: [8]\n")
-    assert message.startswith("<space>: not valid YAML at line 3: ") and "expected ',' or '}'" in message
+    assert message.startswith("<space>: not valid YAML at line 2: ") and "expected ',' or '}'" in message
 
 
 @pytest.mark.parametrize("text, start", [

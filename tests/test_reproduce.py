@@ -53,6 +53,7 @@ def test_reproduce_writes_markdown_and_csv_beside_the_paper(tmp_path, capsys):
     assert len({t.user_attrs["seed"] for t in trials}) == 4
     assert main(args) == 0
     assert len(optuna.load_study(study_name=names[0], storage=f"sqlite:///{db}").trials) == 4
+    assert not (out / "reproduce.db").exists()  # --storage named the study's home
 
 
 @pytest.mark.parametrize("args, message", [
@@ -65,6 +66,7 @@ def test_reproduce_errors_are_one_line(args, message, tmp_path, capsys):
     assert main(["reproduce", *args, "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()  # nothing written for a reproduction that cannot run
 
 
 PROBED = """

@@ -74,7 +74,7 @@ def test_a_study_written_with_the_old_record_resumes_and_exports(tmp_path):
         state=TrialState.FAIL, params=draws.trials[2].params, distributions=draws.trials[2].distributions,
         user_attrs=dict(common, spec=specs[2], status="failed", reason="interrupted", checkpoint_of=2, seed=7)))
 
-    study = run_search(Search(space, storage=url, heartbeat=None, confirm=0))  # resumes: the interrupted trial first
+    study = run_search(Search(space, storage=url, heartbeat=None, confirm=0, more=2))  # the interrupted trial first
     trials = study.trials
     assert len(trials) == 5 and [t.state for t in trials[3:]] == [TrialState.COMPLETE] * 2
     retry = TrialRecord.from_trial(trials[3])

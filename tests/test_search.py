@@ -78,8 +78,11 @@ def test_search_records_trials_and_resumes(space_file, tmp_path, capsys):
     assert len(attrs["epoch_seconds"]) == len(attrs["val_error"]) == attrs["epochs"]
     assert study.user_attrs["space"] == "tiny" and study.user_attrs["dataset"] == "digits"
     assert study.metric_names == ["val_error"]
-    # the same command again continues the study
-    assert _search(space_file, db, "--trials", "2") == 0
+    # the space's target (4) is reached: the same command adds nothing; --more 2 adds two
+    assert _search(space_file, db) == 0
+    assert "study holds 4 of 4 trials; --more N to add" in capsys.readouterr().out
+    assert len(_study(db).trials) == 4
+    assert _search(space_file, db, "--more", "2") == 0
     numbers = [t.number for t in _study(db).trials]
     assert numbers == list(range(6))
 
@@ -325,7 +328,7 @@ def test_workers_and_resumed_runs_draw_new_candidates(tmp_path, capsys):
     space.write_text(SCALED)
     db = tmp_path / "w.db"
     assert _search(space, db, "--epochs", "1", "--workers", "2", "--trials", "2") == 0
-    assert _search(space, db, "--epochs", "1", "--trials", "1") == 0  # resumes: must not redraw trial 0
+    assert _search(space, db, "--epochs", "1", "--more", "1") == 0  # resumes: must not redraw trial 0
     scales = [t.params["scaling.scale"] for t in _study(db, "tiny").trials]
     assert len(scales) == 3 and len(set(scales)) == 3
 

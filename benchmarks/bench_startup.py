@@ -1,0 +1,59 @@
+"""Start-up time of the ``resnas`` command: ``--help`` and a one-line argument error, against the floor.
+
+``import resnas`` must import torch and timm to register its networks with timm, so that is the floor
+of every command. Rows, each a fresh interpreter, interleaved within each round (median of ``--rounds``):
+
+- ``import torch, timm``: the floor;
+- ``import resnas``: the floor plus the zoo;
+- ``resnas --help`` and ``resnas search --trials x`` (a typo: one line, exit 2);
+- the reference: what the CLI imported up front before issue 15 (``resnas.cli`` plus the search layer,
+  Optuna, scipy and the reproduction), i.e. the old cost of ``--help``.
+
+    python benchmarks/bench_startup.py               # 7 rounds
+    python benchmarks/bench_startup.py --rounds 1    # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+ROWS = {
+    "import torch, timm (floor)": [sys.executable, "-c", "import torch, timm"],
+    "import resnas": [sys.executable, "-c", "import resnas"],
+    "resnas --help": [sys.executable, "-m", "resnas", "--help"],
+    "resnas search --trials x (error)": [sys.executable, "-m", "resnas", "search", "--trials", "x"],
+    "reference: CLI + search layer imported up front": [
+        sys.executable, "-c", "import resnas.cli, resnas.search, resnas.storage, resnas.reproduce"],
+}
+
+
+def seconds(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    times: dict[str, list[float]] = {name: [] for name in ROWS}
+    for command in ROWS.values():  # untimed warm-up: the page cache, .pyc files
+        seconds(command)
+    for _ in range(args.rounds):
+        for name, command in ROWS.items():
+            times[name].append(seconds(command))
+    floor = statistics.median(times["import torch, timm (floor)"])
+    print(f"| command | median s ({args.rounds} rounds) | vs floor |")
+    print("|---|---|---|")
+    for name, ts in times.items():
+        median = statistics.median(ts)
+        print(f"| {name} | {median:.2f} | {median / floor:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""`resnas reproduce` as a new user runs it: an estimate first, the table so far after every run and on Ctrl-C,
+its own storage under --output, and the same command again finishing the table."""
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import optuna
+import pytest
+
+from resnas.reproduce import Estimate, Row, agreement, table_rows
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+ESTIMATE = re.compile(r"table1: 3 rows x 1 repeat x 3 epochs(, 1 of 3 runs done)?, about \d+ (s|min)( left)? "
+                      r"on this machine \(measured 3 steps a row\)")
+
+
+def test_rows_not_run_are_marked_and_left_out_of_ranks_and_agreement():
+    rows = [Row(1, "original (identity)", "depth=8", 6.61, (0.0556,), 1.4), Row(2, "plain", "depth=8", None, (), 2.4)]
+    done, waiting = table_rows(rows)
+    assert (done["measured_error"], done["measured_rank"], done["runs"]) == ("5.56", 1, "5.56")
+    assert (waiting["measured_error"], waiting["measured_rank"], waiting["runs"]) == ("not run", "-", "not run")
+    assert not waiting["measured_fail"]
+    assert agreement(rows).endswith("1 of 1 rows agree with the paper on fail / not fail (error above 20%); "
+                                    "1 rows not run yet")
+
+
+@pytest.mark.parametrize("estimate, line", [
+    (Estimate("table2", 10, 1, 15, 10, 10, 725, 3),
+     "table2: 10 rows x 1 repeat x 15 epochs, about 12 min on this machine (measured 3 steps a row)"),
+    (Estimate("table1", 11, 5, 164, 55, 50, 9 * 3600, 3),
+     "table1: 11 rows x 5 repeats x 164 epochs, 5 of 55 runs done, about 9.0 h left on this machine "
+     "(measured 3 steps a row)"),
+    (Estimate("table1", 2, 1, 3, 2, 0, 0, 3), "table1: 2 rows x 1 repeat x 3 epochs: every run is done, nothing to train"),
+])
+def test_estimate_line(estimate, line):
+    assert estimate.line() == line
+
+
+def test_ctrl_c_after_a_row_writes_the_table_so_far_and_the_same_command_finishes_it(tmp_path):
+    args = ["reproduce", "table1", "--rows", "1,2,3", "--depth-scale", "0.05", "--epochs", "3", "--output", "out"]
+    cmd, out = [sys.executable, "-m", "resnas", *args], tmp_path / "out"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "table1.csv").exists():  # written once the first run has finished
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        printed, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    lines = printed.splitlines()
+    first_run = next(i for i, line in enumerate(lines) if line.startswith("run 1/3: row 1 "))
+    assert any(ESTIMATE.fullmatch(line) for line in lines[:first_run]), printed
+    assert err.count("\n") == 1 and "1 of 3 runs done" in err and str(os.path.join("out", "table1.md")) in err
+    assert err.rstrip().endswith("resumes from its last epoch with: resnas " + " ".join(args))
+    table = list(csv.DictReader((out / "table1.csv").open()))
+    assert [r["row"] for r in table] == ["1", "2", "3"]
+    assert 0 <= float(table[0]["measured_error"]) <= 100
+    assert [(r["measured_error"], r["runs"]) for r in table[1:]] == [("not run", "not run")] * 2
+    assert "**Partial:** 2 of 3 runs not finished yet" in (out / "table1.md").read_text()
+    # its own storage: nothing in the working directory but the output folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "reproduce.db").is_file()
+
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=ENV)
+    assert again.returncode == 0, again.stderr
+    assert any(ESTIMATE.fullmatch(line) and "1 of 3 runs done" in line for line in again.stdout.splitlines())
+    table = list(csv.DictReader((out / "table1.csv").open()))
+    assert all(r["runs"] != "not run" and float(r["measured_error"]) >= 0 for r in table)
+    assert "not run" not in (out / "table1.md").read_text()
+    trials = optuna.load_study(study_name="paper_table1-x0.05-3ep", storage=f"sqlite:///{out / 'reproduce.db'}").trials
+    per_row = Counter(str(sorted(t.params.items())) for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
+    assert sorted(per_row.values()) == [1, 1, 1]  # the finished row was not trained again
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
