@@ -16,6 +16,7 @@ of every command. Rows, each a fresh interpreter, interleaved within each round 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,28 +32,32 @@ ROWS = {
 }
 
 
-def seconds(command: list[str]) -> float:
-    start = time.perf_counter()
+def seconds(command: list[str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + sys) of one run: on a shared machine the CPU time is the steadier."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    return time.perf_counter() - start
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    times: dict[str, list[float]] = {name: [] for name in ROWS}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in ROWS}
     for command in ROWS.values():  # untimed warm-up: the page cache, .pyc files
         seconds(command)
     for _ in range(args.rounds):
         for name, command in ROWS.items():
             times[name].append(seconds(command))
-    floor = statistics.median(times["import torch, timm (floor)"])
-    print(f"| command | median s ({args.rounds} rounds) | vs floor |")
-    print("|---|---|---|")
-    for name, ts in times.items():
-        median = statistics.median(ts)
-        print(f"| {name} | {median:.2f} | {median / floor:.2f} |")
+    def median(name: str, i: int) -> float:
+        return statistics.median(t[i] for t in times[name])
+
+    floor = "import torch, timm (floor)"
+    print(f"| command | wall s | CPU s | CPU vs floor |  (medians of {args.rounds} rounds)")
+    print("|---|---|---|---|")
+    for name in times:
+        print(f"| {name} | {median(name, 0):.2f} | {median(name, 1):.2f} | {median(name, 1) / median(floor, 1):.2f} |")
 
 
 if __name__ == "__main__":

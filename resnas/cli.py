@@ -380,6 +380,8 @@ class SearchDisplay:
         note = ""
         if record.repeat:  # a confirmation run: another seed of a design the search ranked high
             note = f"(confirms trial {record.confirms}, seed {record.repeat + 1})"
+        elif status == Status.DUPLICATE and record.duplicate_of is not None:  # its error is its twin's
+            note = f"(trial {record.duplicate_of}'s design: not retrained)"
         elif status not in (Status.OK, Status.PRUNED) and record.reason:
             note = f"({record.reason if len(record.reason) <= 60 else record.reason[:57] + '...'})"
         if self.budget:

@@ -8,26 +8,20 @@ HEAVY = ("optuna", "scipy", "sqlalchemy", "resnas.search", "resnas.storage", "re
          "resnas.objective", "optuna_dashboard")
 
 
-def imported_after(argv: list[str]) -> tuple[int, list[str]]:
-    code = (f"import sys\nfrom resnas.cli import main\nrc = main({argv!r})\n"
-            f"print(rc, ' '.join(m for m in {HEAVY!r} if m in sys.modules))")
+def imported_after(*argvs: list[str]) -> list[tuple[int, list[str]]]:
+    """Each command's exit code and the heavy modules imported so far, the commands run in turn in one process."""
+    code = (f"import sys\nfrom resnas.cli import main\nfor argv in {list(argvs)!r}:\n"
+            f"    rc = main(argv)\n    print('RESULT', rc, *(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    rc, _, modules = out.strip().splitlines()[-1].partition(" ")
-    return int(rc), modules.split()
+    rows = [line.split()[1:] for line in out.splitlines() if line.startswith("RESULT ")]
+    return [(int(rc), modules) for rc, *modules in rows]
 
 
-def test_help_imports_neither_optuna_nor_the_search_layer():
-    assert imported_after(["--help"]) == (0, [])
-    assert imported_after(["search", "--help"]) == (0, [])
+def test_help_and_typos_import_neither_optuna_nor_the_search_layer():
+    assert imported_after(["--help"], ["search", "--help"], ["search", "--trials", "x"], ["reproduce", "table9"],
+                          ["best", "--top", "0"]) == [(0, []), (0, []), (2, []), (2, []), (2, [])]
 
 
-def test_a_typo_is_refused_before_the_search_layer_is_imported():
-    assert imported_after(["search", "--trials", "x"]) == (2, [])
-    assert imported_after(["reproduce", "table9"]) == (2, [])
-
-
-def test_the_command_that_needs_optuna_still_imports_it():
-    rc, modules = imported_after(["spaces"])
-    assert rc == 0 and "resnas.search" not in modules
-    rc, modules = imported_after(["best", "--storage", "sqlite:////nonexistent/dir/x.db"])
+def test_the_command_that_needs_the_storage_still_imports_it():
+    [(rc, modules)] = imported_after(["best", "--storage", "sqlite:////nonexistent/dir/x.db"])
     assert rc == 2 and "resnas.storage" in modules  # the check for an existing storage ran
