@@ -9,7 +9,6 @@ import torch
 # One intra-op thread per test process: the tests' tiny nets gain little from more, and on a busy
 # machine (or under pytest -n 2) threads waiting for each other made a 6 s training take 170 s.
 torch.set_num_threads(1)
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # and in the CLI subprocesses the tests start
 
 
 @pytest.fixture
