@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -53,8 +55,6 @@ def _argv() -> list[str]:
 
 def _command(args: list[str]) -> str:
     """The shell command that runs ``args`` (under ``accelerate launch`` when this runs under it)."""
-    import os
-    import shlex
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return shlex.join(["accelerate", "launch", "-m", "resnas", *args] if launched else ["resnas", *args])
 
@@ -536,8 +536,6 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
 
 def _print_next(study, url: str) -> None:
     """The commands that come next, with --storage and --study where the defaults would not find the study."""
-    import shlex
-
     import optuna
 
     from .storage import DEFAULT_STORAGE, mask_url
@@ -586,7 +584,7 @@ def _devices(devices: str | None, workers: int | None) -> list[str]:
     return [f"cuda:{i % count}" for i in range(workers)] if count else ["cpu"] * workers
 
 
-def _print_best(study, top: int, tests: list | None = None) -> None:
+def _print_best(study, top: int, tests: list | None = None, designs: list | None = None) -> None:
     """The study's designs, best first: mean val error +- sd over n seeds, and whether tied with the best."""
     # tests (best --test): per shown design, (trial, test error) of its kept weights, or None: "-", footnoted
     from rich import box
@@ -597,7 +595,7 @@ def _print_best(study, top: int, tests: list | None = None) -> None:
     from .space import compact_spec, fixed_fields
     space = _study_space(study)
     trials = study.get_trials(deepcopy=False)
-    designs = ranked_designs(study)[:top]
+    designs = ranked_designs(study)[:top] if designs is None else designs
     header = ["trial", "val error", *(["test error"] if tests else []), "n", "vs best", "params", "MACs", "epochs"]
     rows = []
     for rank, d in enumerate(designs, start=1):
@@ -648,7 +646,7 @@ def _study_space(study):
 
 def _test_cell(test: tuple[int, float] | None) -> str:
     """The test error of a design's kept weights in percent; "-" when it kept none."""
-    return "-" if test is None else f"{test[1]:.2%}"
+    return "-" if test is None else percent(test[1])
 
 
 def _si(n: float) -> str:
@@ -699,18 +697,18 @@ def best(storage: str | None, study_name: str | None, top: int, as_json: bool, t
     from .record import TrialRecord
     from .search import design_row, kept_test_errors, ranked_designs
     study, url = _load_study(storage, study_name)
-    tests = None
+    designs, tests = ranked_designs(study)[:top], None  # ranked once: each tie is a t-test
     if test:
         try:
-            tests = kept_test_errors(study, url, ranked_designs(study)[:top], data_dir)
+            tests = kept_test_errors(study, url, designs, data_dir)
         except search_errors() as e:
             raise UserError(str(e)) from None
     if not as_json:
-        _print_best(study, top, tests)
+        _print_best(study, top, tests, designs)
         return
     trials = study.get_trials(deepcopy=False)
     rows = []
-    for i, d in enumerate(ranked_designs(study)[:top], start=1):
+    for i, d in enumerate(designs, start=1):
         t = trials[d.trials[0]]
         r = TrialRecord.from_trial(t)
         rows.append(dict(rank=i, trial=t.number, values=t.values, **design_row(d), timm=r.timm, params=r.params,
