@@ -339,7 +339,8 @@ def row_loader(ctx: Ctx, row: Row, plan: Plan) -> None:
         sys.path.insert(0, str(HERE))
     import gpu_loader  # the on-GPU CIFAR loader benchmark, whose data and batch iteration this row reuses
 
-    from resnas.train import Recipe, make_scheduler, train_epoch
+    from resnas.recipe import Recipe
+    from resnas.train import make_scheduler, train_epoch
 
     a = ctx.args
     row.what = (f"`{a.loader_model}`, batch {a.batch}, trained by resnas.train.train_epoch (bf16 through "

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from resnas.data import augment_batch, load_data
 from resnas.network import build
-from resnas.train import Recipe, train
+from resnas.recipe import Recipe
+from resnas.train import train
 
 WARMUP_EPOCHS = 2  # first epochs of each side, not timed: allocator and caches warming up
 

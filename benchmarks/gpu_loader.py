@@ -21,7 +21,8 @@ import torch
 
 from resnas.data import CIFAR_STATS, Augment, Data, TensorSplit, load_data
 from resnas.network import build
-from resnas.train import Recipe, default_precision, make_scheduler, train_epoch
+from resnas.recipe import Recipe
+from resnas.train import default_precision, make_scheduler, train_epoch
 from resnas.zoo import ZOO
 
 

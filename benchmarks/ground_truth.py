@@ -38,8 +38,9 @@ import yaml
 
 from resnas.data import load_data
 from resnas.network import build
-from resnas.objective import PROBE_BATCH, design_seed, search_recipe
+from resnas.objective import PROBE_BATCH
 from resnas.probe import probe
+from resnas.recipe import design_seed, search_recipe
 from resnas.space import SpaceError, load_space, parse_space
 from resnas.train import train
 

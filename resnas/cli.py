@@ -218,6 +218,7 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int | Non
     from . import data as data_mod
     from . import export as export_mod
     from . import train as train_mod
+    from .recipe import dataset_recipe
     checkpoint = Path(output) / train_mod.CHECKPOINT
     if checkpoint.exists() and not resume:
         raise UserError(f"output: {output} holds a checkpoint; pass --resume to continue it or choose another --output")
@@ -228,7 +229,7 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int | Non
     overrides = dict(batch_size=batch_size, lr=lr, schedule=schedule, schedule_epochs=schedule_epochs,
                      warmup_iters=warmup_iters)
     try:
-        recipe = train_mod.dataset_recipe(dataset, **{k: v for k, v in overrides.items() if v is not None})
+        recipe = dataset_recipe(dataset, **{k: v for k, v in overrides.items() if v is not None})
         data = data_mod.load_data(dataset, data_dir, download=download, image_size=image_size)
     except ValueError as e:
         raise UserError(str(e)) from None

@@ -13,9 +13,8 @@ import hashlib
 import math
 import shutil
 import tempfile
-import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 import torch
@@ -26,6 +25,7 @@ from .export import export
 from .network import build
 from .probe import probe, reference
 from .ranking import Design, rank_designs
+from .recipe import design_seed, search_recipe
 from .record import (
     ARTIFACT_FILES,
     INTERRUPTED,
@@ -39,26 +39,17 @@ from .record import (
     trained,
 )
 from .storage import artifact_root, remove_artifacts, weights_kept
-from .train import CHECKPOINT, CheckpointWriteError, Recipe, StopTraining, checkpoint_history, dataset_recipe, train
+from .train import CHECKPOINT, CheckpointWriteError, StopTraining, checkpoint_history, train
 from .workers import Heartbeat, surplus_reason
 
 if TYPE_CHECKING:  # search.py builds the Objective: an import at run time would be circular
     from .search import Search
 
-__all__ = ["CandidateFailed", "Objective", "Surplus", "PROBE_BATCH", "WEIGHTS_TOP_K", "checkpoint_dir", "design_seed",
-           "as_completed", "keep_top_weights", "ranked_designs", "ranked_trials", "search_recipe"]
+__all__ = ["CandidateFailed", "Objective", "Surplus", "PROBE_BATCH", "WEIGHTS_TOP_K", "checkpoint_dir",
+           "as_completed", "keep_top_weights", "ranked_designs", "ranked_trials"]
 
 WEIGHTS_TOP_K = 3  # completed trials whose weights are kept as artifacts
 PROBE_BATCH = 32  # images in the batch every candidate is probed on
-
-
-def design_seed(seed: int, spec, repeat: int = 0) -> int:
-    """The training seed of a design in a search seeded ``seed``: every place that trains a candidate
-    (the objective, every rank of a distributed run, ``export`` retraining one) trains it with this seed,
-    so a retried trial resumes the same run and a retraining reproduces the trial's weights. A
-    confirmation ``repeat`` (1, 2, ...) of the design is another run: the seed follows (design, repeat)."""
-    key = str(spec) if not repeat else f"{spec}#repeat={repeat}"
-    return (seed + zlib.crc32(key.encode())) % 2**31
 
 
 def checkpoint_dir(search: Search, spec, job: str) -> Path:
@@ -348,10 +339,3 @@ def end_if_surplus(trial) -> None:
 
 class CandidateFailed(RuntimeError):
     """A candidate that could not be trained (out of memory); the trial is recorded FAIL with its reason."""
-
-
-def search_recipe(dataset: str, overrides: dict[str, Any], max_epochs: int) -> Recipe:
-    """The data set's recipe with the space's overrides, its schedule defined on the maximum budget so
-    that epoch k means the same learning rate for every candidate (Hyperband compares them there)."""
-    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    return dataset_recipe(dataset, **{**changes, "schedule_epochs": max_epochs})

@@ -20,7 +20,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from .export import CONFIG, WEIGHTS
+from .files import CONFIG, WEIGHTS
 
 __all__ = ["ARTIFACT_FILES", "ARTIFACT_PREFIX", "INTERRUPTED", "Status", "StudyRecord", "TrialRecord",
            "duplicate_reason", "epochs_spent", "error_reason", "lost_reason", "probe_deviation_reason", "probe_reason",

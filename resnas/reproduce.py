@@ -34,13 +34,13 @@ from optuna.trial import TrialState
 
 from .data import Data, load_data
 from .network import build
-from .objective import search_recipe
 from .probe import probe
+from .recipe import Recipe, search_recipe
 from .record import TrialRecord
 from .search import Search, open_study, run_search
 from .space import Space, load_space
 from .spec import CONVS_PER_UNIT, SHORTCUTS, ArchSpec
-from .train import Diverged, Recipe, default_precision, evaluate, train_epoch
+from .train import Diverged, default_precision, evaluate, train_epoch
 
 __all__ = ["FAIL", "PAPER_EPOCHS", "QUICK_DEPTH_SCALE", "QUICK_EPOCHS", "QUICK_WIDTH_SCALE", "STORAGE_FILE", "TABLES",
            "Estimate", "Planned", "ReproduceError", "Reproduction", "Row", "TableRun", "agreement", "epoch_seconds",

@@ -37,19 +37,19 @@ from optuna_integration import TorchDistributedTrial
 from scipy import stats
 
 from .data import load_data
-from .export import WEIGHTS, export, follow_umask, verify_weights
+from .export import export, verify_weights
 from .export import load as load_export
+from .files import WEIGHTS, follow_umask
 from .objective import (
     Objective,
     Surplus,
-    design_seed,
     end_if_surplus,
     keep_top_weights,
     ranked_designs,
     ranked_trials,
-    search_recipe,
 )
 from .ranking import TIE_TEST
+from .recipe import design_seed, search_recipe
 from .record import ARTIFACT_FILES, INTERRUPTED, Status, StudyRecord, TrialRecord, epochs_spent, status_of
 from .space import DEFAULT_TRIALS, Space, load_space
 from .storage import (

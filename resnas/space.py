@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from .data import DATASETS
+from .recipe import SCHEDULES, Recipe
 from .spec import (
     ACT_LETTERS,
     ACTS,
@@ -36,7 +37,6 @@ from .spec import (
     short_repr,
     shortcut_params,
 )
-from .train import SCHEDULES, Recipe
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
 PRUNERS = ("hyperband", "successive_halving", "median", "none")

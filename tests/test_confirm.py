@@ -11,8 +11,8 @@ from optuna.trial import TrialState, create_trial
 from scipy import stats
 
 from resnas.cli import main
-from resnas.objective import design_seed
 from resnas.ranking import Design, rank_designs, significantly_worse
+from resnas.recipe import design_seed
 from resnas.search import FIDELITY_LOW, FidelityCheck, Search, check_fidelity, rungs
 from resnas.space import parse_space
 

@@ -22,9 +22,10 @@ from safetensors import safe_open
 from resnas.cli import main
 from resnas.data import load_data
 from resnas.export import WEIGHTS, ExportError, load
+from resnas.recipe import Recipe
 from resnas.record import TrialRecord
 from resnas.storage import artifact_root, open_storage
-from resnas.train import CHECKPOINT, CheckpointError, Recipe, checkpoint_epoch, train
+from resnas.train import CHECKPOINT, CheckpointError, checkpoint_epoch, train
 
 HERE = Path(__file__).parent
 TINY = "depth=8,widths=4-8-16"

@@ -16,7 +16,7 @@ import resnas.export
 from resnas.cli import main
 from resnas.data import load_data
 from resnas.export import ExportError, export, load, read_config
-from resnas.objective import design_seed
+from resnas.recipe import design_seed
 from resnas.record import TrialRecord
 from resnas.storage import weights_kept
 

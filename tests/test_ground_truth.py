@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from resnas.data import load_data
-from resnas.objective import design_seed, search_recipe
+from resnas.recipe import design_seed, search_recipe
 from resnas.space import load_space
 from resnas.train import train
 

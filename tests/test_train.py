@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 
 from resnas.data import load_data
-from resnas.train import CHECKPOINT, EpochReport, Recipe, StopTraining, make_scheduler, train
+from resnas.recipe import Recipe
+from resnas.train import CHECKPOINT, EpochReport, StopTraining, make_scheduler, train
 
 TINY = "depth=8,widths=8-16-32"
 
@@ -155,7 +156,8 @@ TWO_RANKS = """
 import json, sys
 from accelerate import PartialState
 from resnas.data import load_data
-from resnas.train import Recipe, train
+from resnas.recipe import Recipe
+from resnas.train import train
 result = train("depth=8,widths=8-16-32", load_data("digits"), epochs=2, recipe=Recipe.digits(batch_size=64))
 state = PartialState()
 out = dict(result.to_dict(), rank=state.process_index, world=state.num_processes,
