@@ -38,6 +38,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_datase
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from .errors import first_line
+
 SPLITS = ("train", "val", "test")
 SPLIT_SEED = 0  # the split is part of the data set: fixed, whatever the training seed
 
@@ -258,8 +260,7 @@ def _cifar(load: Load) -> Data:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
-        why = f"download failed ({first_line})" if download else "download is off"
+        why = f"download failed ({first_line(e)})" if download else "download is off"
         raise DataError(f"{name}: not found in {root / cls.base_folder} and {why}; put the extracted "
                         f"{cls.base_folder}/ from {cls.url} in {root}") from None
     images = torch.from_numpy(train_set.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW, still uint8

@@ -24,6 +24,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .errors import first_line
 from .files import ARCHITECTURE, CHECKSUM, CONFIG, WEIGHTS, follow_umask, tensor_sha256
 from .spec import ArchSpec
 from .zoo import input_cfg
@@ -115,4 +116,4 @@ def load(directory: str | os.PathLike) -> nn.Module:
     try:
         return timm.create_model(f"local-dir:{Path(directory).resolve()}", pretrained=True)
     except (RuntimeError, OSError) as e:  # weights that do not match the spec, unreadable files
-        raise ExportError(f"export: cannot load {directory} ({str(e).splitlines()[0]})") from None
+        raise ExportError(f"export: cannot load {directory} ({first_line(e)})") from None

@@ -20,6 +20,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import first_line
 from .files import CONFIG, WEIGHTS
 
 __all__ = ["ARTIFACT_FILES", "ARTIFACT_PREFIX", "INTERRUPTED", "Status", "StudyRecord", "TrialRecord",
@@ -75,7 +76,7 @@ def duplicate_reason(twin: int) -> str:
 
 
 def error_reason(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+    return f"{type(e).__name__}: {first_line(e) if str(e).strip() else ''}"[:300]
 
 
 def _status(value: Any) -> Status | str | None:

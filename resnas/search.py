@@ -37,6 +37,7 @@ from optuna_integration import TorchDistributedTrial
 from scipy import stats
 
 from .data import load_data
+from .errors import first_line
 from .export import export, verify_weights
 from .export import load as load_export
 from .files import WEIGHTS, follow_umask
@@ -57,7 +58,6 @@ from .storage import (
     StudyError,
     artifact_store,
     disk_note,
-    first_line,
     local_file,
     mask_url,
     open_storage,

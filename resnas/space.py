@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from .data import DATASETS
+from .errors import one_line
 from .recipe import SCHEDULES, Recipe
 from .spec import (
     ACT_LETTERS,
@@ -347,13 +348,13 @@ def _load_yaml(text: str) -> Any:
         context, opened = getattr(e, "context", None), getattr(e, "context_mark", None)
         if reason and context and opened is not None:  # where the unclosed [ { or quote began
             reason += f" ({context} from line {_line_of(text, opened)})"
-        raise SpaceError(f"not valid YAML{where}{f': {_cut(reason)}' if reason else ''}") from None
+        raise SpaceError(f"not valid YAML{where}{f': {one_line(reason)}' if reason else ''}") from None
     except SpaceError:  # the loader's own, a ValueError too
         raise
     except RecursionError:
         raise SpaceError("values nested too deeply") from None
     except ValueError as e:  # from a constructor: int() of over 4300 digits, a date such as 2024-13-01
-        raise SpaceError(f"not valid YAML: {_cut(str(e).split(';')[0])}") from None
+        raise SpaceError(f"not valid YAML: {one_line(str(e).split(';')[0])}") from None
 
 
 def _line_of(text: str, mark: yaml.Mark) -> int:
@@ -416,7 +417,7 @@ def _check_recipe(recipe: dict) -> None:
     try:
         Recipe(**values)
     except (TypeError, ValueError) as e:
-        raise SpaceError(f"recipe: {_cut(str(e))}") from None
+        raise SpaceError(f"recipe: {one_line(str(e))}") from None
 
 
 def _recipe_value(value: Any, key: str, default: Any) -> Any:
@@ -540,12 +541,6 @@ def _mapping(raw: Any, key: str, allowed: tuple) -> dict:
         if k not in allowed:
             raise SpaceError(f"{key}: unknown key {short_repr(k)}; allowed: {', '.join(map(str, allowed))}")
     return raw
-
-
-def _cut(text: str, limit: int = 200) -> str:
-    """Another library's message, cut to one bounded line (it may quote a user's value whole)."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _list(raw: Any, key: str) -> list:

@@ -28,6 +28,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 from sqlalchemy.engine import make_url
 
+from .errors import first_line
 from .record import ARTIFACT_FILES, TrialRecord
 
 __all__ = ["DASHBOARD", "DEFAULT_STORAGE", "GRPC", "JOURNAL", "StudyError", "artifact_root", "artifact_store",
@@ -263,11 +264,6 @@ def quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield
-
-
-def first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
 
 
 def _sqlite_connect(dbapi, _) -> None:

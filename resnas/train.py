@@ -40,6 +40,7 @@ from safetensors.torch import save_file
 from torch.optim.lr_scheduler import ChainedScheduler, ConstantLR, CosineAnnealingLR, MultiStepLR
 
 from .data import Data
+from .errors import first_line
 from .files import CHECKSUM, follow_umask, tensor_sha256
 from .network import build, count_macs, count_params
 from .recipe import Recipe
@@ -166,7 +167,7 @@ def train(model: ArchSpec | str | nn.Module, data: Data, epochs: int, recipe: Re
         status, reason, test_error = _fit(accelerator, model, data, epochs, recipe, run, history, on_epoch,
                                           checkpoint_dir, torch_compile, test, progress)
     except torch.cuda.OutOfMemoryError as e:
-        status, reason, test_error, model = "oom", str(e).splitlines()[0], None, None
+        status, reason, test_error, model = "oom", first_line(e), None, None
     result = TrainResult(status, reason, len(history["train_loss"]), seconds=time.perf_counter() - start,
                          params=params, macs=macs, spec=spec, test_error=test_error, model=model, **history)
     accelerator.free_memory()  # and gc.collect(); outside the except block: its traceback no longer pins tensors

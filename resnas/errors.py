@@ -1,0 +1,25 @@
+"""An error as one bounded line: what every message that quotes another library's error is made of."""
+
+from __future__ import annotations
+
+__all__ = ["first_line", "one_line"]
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """``text`` on one line, cut to ``limit`` characters (a message may quote a user's value whole).
+
+    >>> one_line("a\\n  b", limit=80), one_line("x" * 10, limit=6)
+    ('a b', 'xxx...')
+    """
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message (its type's name when it has none), at most ``limit`` characters.
+
+    >>> first_line(ValueError("bad value\\ntraceback..."), limit=80), first_line(KeyError())
+    ('bad value', 'KeyError')
+    """
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:limit]
