@@ -59,7 +59,7 @@ def test_race_replay_reports_a_right_winner_and_no_false_claim(table_path, capsy
     assert "Race replay of synth6: 4 designs, 6 seeds at most, 20 replays" in out
     row = next(line for line in out.splitlines() if line.startswith("| 1.000 |"))
     # 3 entrants (the paper's unit among them) x 3 seeds: the first look ends every race
-    assert "| 0/40 (0.000) | 0.000 | 9 (0.50) | one remains 1.00 | 1.00 of 20 |" in row
+    assert "| 0/40 (0.000) | 0.000 | 0 | 9 (0.50) | one remains 1.00 | 1.00 of 20 |" in row
 
 
 def test_race_replay_skips_a_table_with_too_few_seeds(table_path, capsys):
