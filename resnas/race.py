@@ -307,6 +307,8 @@ class Verdict:
         d = asdict(self)
         for name, departure in self.departed.items():
             d["departed"][name]["p"] = departure.p
+            if math.isinf(departure.q):  # a gap without spread: JSON has no infinity
+                d["departed"][name]["q"] = None
         if self.baseline is not None:
             d["baseline"]["text"] = self.baseline.text
         d["test"] = race_test(self.rules)
@@ -315,7 +317,8 @@ class Verdict:
     @classmethod
     def from_dict(cls, d: dict) -> Verdict:
         d = {k: v for k, v in d.items() if k != "test"}
-        d["departed"] = {name: Departure(**{k: v for k, v in dep.items() if k != "p"})
+        d["departed"] = {name: Departure(**{**{k: v for k, v in dep.items() if k != "p"},
+                                            "q": math.inf if dep["q"] is None else dep["q"]})
                          for name, dep in d["departed"].items()}
         if d.get("baseline") is not None:
             d["baseline"] = BaselineStatement(**{k: v for k, v in d["baseline"].items() if k != "text"})

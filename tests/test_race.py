@@ -145,6 +145,12 @@ def test_the_verdict_round_trips_json():
     assert stored["baseline"]["text"] == verdict.baseline.text
 
 
+def test_a_gap_without_spread_round_trips_strict_json():
+    verdict = race({"a": [0.25, 0.375, 0.5], "b": [0.5, 0.625, 0.75]})  # the same gap on every repeat, exactly
+    assert verdict.departed["b"].q == math.inf
+    assert Verdict.from_dict(json.loads(json.dumps(verdict.to_dict(), allow_nan=False))) == verdict
+
+
 def test_bad_rules_and_tables_say_so():
     with pytest.raises(ValueError, match="first_look"):
         RaceRules(first_look=1)
