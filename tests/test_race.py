@@ -50,6 +50,14 @@ def test_step_down_at_two_designs_is_the_two_sided_paired_t_test():
     assert step_down(means, s2, df, 5, p * 0.99) == []
 
 
+def test_the_step_down_tests_each_design_against_the_range_of_those_still_standing():
+    q3, q2 = stats.studentized_range.ppf(0.95, 3, 10), stats.studentized_range.ppf(0.95, 2, 10)
+    gap = (q2 + q3) / 2  # significant among two designs, not among three
+    worse = step_down({"leader": 0.0, "b": 10.0, "c": gap}, 1.0, 10, 1, 0.05)
+    assert [(d, m) for d, _, m in worse] == [("b", 3), ("c", 2)]
+    assert step_down({"leader": 0.0, "b": gap + 0.01, "c": gap}, 1.0, 10, 1, 0.05) == []  # stops at b
+
+
 def test_a_clear_winner_ends_the_race_at_the_first_look():
     errors = {"a": [0.020, 0.022, 0.019, 0.021], "b": [0.080, 0.085, 0.079, 0.083],
               "c": [0.090, 0.088, 0.094, 0.091], "d": [0.070, 0.074, 0.069, 0.072]}
