@@ -24,8 +24,10 @@ import optuna
 sys.path.insert(0, str(Path(__file__).parent))
 from replay import ground_truth, load_table, parse_strategy, replay, trial_budget  # noqa: E402
 
+from resnas.config import Search  # noqa: E402
+from resnas.designs import ranked_designs  # noqa: E402
 from resnas.record import epochs_spent  # noqa: E402
-from resnas.search import Search, ranked_designs, run_search  # noqa: E402
+from resnas.runners import run_search  # noqa: E402
 
 PRUNERS = {"sh": "successive_halving", "hyperband": "hyperband", "none": "none", "median": "median"}
 

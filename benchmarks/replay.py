@@ -82,11 +82,13 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from resnas.config import Search
+from resnas.fidelity import FidelityCheck
 from resnas.probe import reference
 from resnas.ranking import TIE_TEST, Design, rank_designs, significantly_worse
-from resnas.search import FidelityCheck, Search, make_pruner, make_sampler
 from resnas.space import Space, load_space
 from resnas.spec import ArchSpec
+from resnas.study import make_pruner, make_sampler
 
 ALPHA = 0.05
 TEST = (f"{TIE_TEST} (resnas.ranking.significantly_worse); fewer than 2 seeds: in the top set only if its "

@@ -11,10 +11,12 @@ from optuna.trial import TrialState, create_trial
 from scipy import stats
 
 from resnas.cli import main
+from resnas.config import Search
+from resnas.fidelity import FIDELITY_LOW, FidelityCheck, check_fidelity
 from resnas.ranking import Design, rank_designs, significantly_worse
 from resnas.recipe import design_seed
-from resnas.search import FIDELITY_LOW, FidelityCheck, Search, check_fidelity, rungs
 from resnas.space import parse_space
+from resnas.study import rungs
 
 GRID = """
 name: tinygrid

@@ -13,14 +13,17 @@ import torch
 from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
-import resnas.search
+import resnas.results
 from resnas.cli import main
+from resnas.config import Search
 from resnas.data import Data, load_data
+from resnas.designs import ranked_designs
 from resnas.export import export, load
+from resnas.kept import WEIGHTS_TOP_K, keep_top_weights
 from resnas.network import build
-from resnas.objective import WEIGHTS_TOP_K, keep_top_weights, ranked_designs
 from resnas.record import ARTIFACT_FILES, TrialRecord
-from resnas.search import Search, export_trial, run_search
+from resnas.results import export_trial
+from resnas.runners import run_search
 from resnas.space import parse_space
 from resnas.spec import ArchSpec
 from resnas.storage import artifact_root, artifact_store, weights_kept
@@ -157,13 +160,13 @@ def test_export_says_it_will_retrain_and_its_cost_before_retraining(searched, mo
     lost = next(t for t in study.trials if t.state == TrialState.COMPLETE and t.number not in kept)
     record = TrialRecord.from_trial(lost)
     seen = []
-    train = resnas.search.train
+    train = resnas.results.train
 
     def watched(*args, **kwargs):
         seen.append(capsys.readouterr().out)  # what the user read when the retraining began
         return train(*args, **kwargs)
 
-    monkeypatch.setattr(resnas.search, "train", watched)
+    monkeypatch.setattr(resnas.results, "train", watched)
     assert main(["export", "--storage", url, "--trial", str(lost.number), "--output", str(tmp / "lost")]) == 0
     [line] = seen
     said = re.fullmatch(rf"trial {lost.number} kept no weights: retraining it, 1 epochs, about ([0-9.]+) s "

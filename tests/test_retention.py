@@ -4,9 +4,12 @@ import optuna
 import timm
 from optuna.trial import TrialState
 
-from resnas.objective import WEIGHTS_TOP_K, ranked_trials
+from resnas.config import Search
+from resnas.designs import ranked_trials
+from resnas.kept import WEIGHTS_TOP_K
 from resnas.record import TrialRecord
-from resnas.search import Search, export_trial, run_search
+from resnas.results import export_trial
+from resnas.runners import run_search
 from resnas.space import parse_space
 from resnas.storage import artifact_root, weights_kept
 

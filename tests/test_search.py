@@ -411,8 +411,7 @@ def test_every_command_help_shows_an_example(command, capsys):
 
 
 def test_export_retrains_a_trial_that_kept_no_weights(tmp_path):
-    from resnas.search import export_trial
-
+    from resnas.results import export_trial
     db = f"sqlite:///{tmp_path}/r.db"
     study = optuna.create_study(study_name="hand", storage=db)
     study.set_user_attr("dataset", "digits")

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 # imported by the commands that need them, never by --help or a typo
-HEAVY = ("optuna", "scipy", "sqlalchemy", "resnas.search", "resnas.storage", "resnas.reproduce",
+HEAVY = ("optuna", "scipy", "sqlalchemy", "resnas.runners", "resnas.storage", "resnas.reproduce",
          "resnas.objective", "optuna_dashboard")
 
 
