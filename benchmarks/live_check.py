@@ -1,6 +1,6 @@
 """A live search against its replay: does the replay harness predict what resnas really does?
 
-Runs the real ``resnas.search.run_search`` (training every candidate) with a strategy on a ground-truth
+Runs the real ``resnas.runners.run_search`` (training every candidate) with a strategy on a ground-truth
 table's space, for seeds 0..S-1, and reports per seed the epochs spent, the answer and whether it lies
 in the table's top set; then the replay of the same strategy (``benchmarks/replay.py``) over many
 seeds, side by side. A live search seeded k trains each design with the seed of ground-truth run k, so

@@ -19,14 +19,14 @@ from resnas.config import Search
 from resnas.data import Data, load_data
 from resnas.designs import ranked_designs
 from resnas.export import export, load
-from resnas.kept import WEIGHTS_TOP_K, keep_top_weights
+from resnas.kept import WEIGHTS_TOP_K, keep_top_weights, kept_files, weights_kept
 from resnas.network import build
 from resnas.record import ARTIFACT_FILES, TrialRecord
 from resnas.results import export_trial
 from resnas.runners import run_search
 from resnas.space import parse_space
 from resnas.spec import ArchSpec
-from resnas.storage import artifact_root, artifact_store, weights_kept
+from resnas.storage import artifact_root, artifact_store
 
 # a float parameter: every trial is a new design; one epoch, no pruning: every trial completes
 SPACE = """
@@ -47,7 +47,7 @@ space:
 
 
 def _kept(study, url) -> set[int]:
-    return {t.number for t in study.get_trials(deepcopy=False) if weights_kept(url, TrialRecord.from_trial(t))}
+    return {t.number for t in study.get_trials(deepcopy=False) if weights_kept(study, url, t)}
 
 
 def _files(url) -> set[str]:
@@ -71,8 +71,8 @@ def test_exactly_the_top_k_designs_of_best_keep_weights_after_confirmation(searc
     kept = _kept(study, url)
     assert len(kept) == WEIGHTS_TOP_K
     assert all(len(kept & set(d.trials)) == 1 for d in top)  # one run of each of the top k designs
-    records = {n: TrialRecord.from_trial(study.trials[n]) for n in kept}
-    assert _files(url) == {i for r in records.values() for i in r.artifacts.values()}  # the rest deleted
+    assert _files(url) == {i for n in kept for i in kept_files(study, url, study.trials[n]).values()}  # the rest
+    # deleted
 
 
 def test_the_final_sweep_leaves_exactly_the_top_k_that_workers_racing_left(tmp_path):
@@ -87,8 +87,7 @@ def test_the_final_sweep_leaves_exactly_the_top_k_that_workers_racing_left(tmp_p
         TrialRecord(spec=f"depth=8,seed={i}", status="ok").save(trial)
         if i < 5:
             for name in ARTIFACT_FILES:
-                artifact = upload_artifact(artifact_store=store, file_path=str(folder / name), study_or_trial=trial)
-                TrialRecord(artifacts={name: artifact}).save(trial, "artifacts")
+                upload_artifact(artifact_store=store, file_path=str(folder / name), study_or_trial=trial)
         study.tell(trial, error)
     assert len(_kept(study, url)) == 5
     keep_top_weights(study, store, url)
