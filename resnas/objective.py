@@ -110,11 +110,8 @@ class Objective:
         result = self.train(trial, record, spec)
         error = self.record(trial, record, result)
         values = [error] + [float(getattr(result, o)) for o in self.search.space.objectives[1:]]
-        owner = real_trial if real_trial is not None else trial
-        if result.status == Status.OK and self.store is not None and isinstance(owner, optuna.Trial) \
-                and ranks_top(owner.study, as_completed(owner, values), self.search.storage_url):
-            keep_weights(owner, self.store, result.model, **self.data.pretrained_cfg())
-            keep_top_weights(owner.study, self.store, self.search.storage_url, as_completed(owner, values))
+        if result.status == Status.OK:
+            self.keep(real_trial if real_trial is not None else trial, values, result.model)
         return values[0] if len(values) == 1 else tuple(values)
 
     def suggest(self, trial: optuna.Trial, record: TrialRecord):
@@ -243,6 +240,16 @@ class Objective:
             raise CandidateFailed(result.reason)  # status "oom" is already recorded
         # a diverged candidate is a result, not a crash: the paper's "fail" rows, at chance error
         return result.val_error[-1] if result.status == Status.OK else 1.0 - 1.0 / self.data.num_classes
+
+    def keep(self, owner, values: list[float], model) -> None:
+        """Keep the weights of a trial whose design ranks among the top k (resnas.kept), then only the top k's;
+        the process that owns the Optuna trial does (the main one of a distributed run)."""
+        if self.store is None or not isinstance(owner, optuna.Trial):
+            return
+        url, finishing = self.search.storage_url, as_completed(owner, values)
+        if ranks_top(owner.study, finishing, url):
+            keep_weights(owner, self.store, model, **self.data.pretrained_cfg())
+            keep_top_weights(owner.study, self.store, url, finishing)
 
 
 class Surplus(RuntimeError):
