@@ -69,7 +69,7 @@ class TrialSeeded(optuna.samplers.BaseSampler):
 
 def make_pruner(search: Search, min_epochs: int | None = None) -> optuna.pruners.BasePruner:
     """The space's pruner, with epochs as the resource from ``min_epochs`` (default: the search's) to the
-    maximum: Hyperband or successive halving (reduction factor REDUCTION), median, or none. Successive halving is
+    maximum: Hyperband or successive halving (reduction factor ``REDUCTION``), median, or none. Successive halving is
     one bracket, so the sampler learns from every trial (Hyperband gives it only the current bracket's)."""
     kind, low = search.space.pruner, min_epochs or search.min_epochs
     if kind != "none" and low >= search.max_epochs:  # nothing is left to compare below the full budget
