@@ -1,6 +1,6 @@
 """Time per trial outside training (storage, sampler, probe, build, logging, artifacts) per Optuna storage.
 
-Each run is a real ``resnas.search.run_search``, the code path of ``resnas search``: TPE sampler,
+Each run is a real ``resnas.runners.run_search``, the code path of ``resnas search``: TPE sampler,
 Hyperband pruner, the probe of every candidate, per-epoch reports and user attributes, epoch
 checkpoints, the top-3 weights as artifacts and the study's note, on digits with a tiny candidate
 (ResNet-8, widths 4-8-16). Storages: SQLite, journal file, and PostgreSQL (``--postgres URL`` or
@@ -39,8 +39,10 @@ import optuna
 import torch
 
 import resnas.objective as ro
-import resnas.search as rs
+import resnas.runners as rr
+import resnas.study as rs
 import resnas.train as rt
+from resnas.config import Search
 from resnas.record import TrialRecord
 from resnas.space import parse_space
 
@@ -191,20 +193,21 @@ def instrumented(meter: Meter):
         instrument_methods(meter, pruner, "pruner", ("prune",))
         return pruner
 
-    original_open_storage, original_open_study = rs.open_storage, rs.open_study
+    original_open_storage, original_open_study = rs.open_storage, rr.open_study
     original_make_sampler, original_make_pruner = rs.make_sampler, rs.make_pruner
     patch(rs, "open_storage", open_storage)
-    patch(rs, "open_study", meter.span(open_study, "open study"))
+    patch(rr, "open_study", meter.span(open_study, "open study"))
     patch(rs, "make_sampler", make_sampler)
     patch(rs, "make_pruner", make_pruner)
     for name, key in (("load_data", "load data"), ("prepare", "prepare"), ("write_note", "note")):
-        patch(rs, name, meter.span(getattr(rs, name), key))
+        patch(rr, name, meter.span(getattr(rr, name), key))
     timed(ro, "train", "trainer setup")
     for name, part in (("train_epoch", "epochs"), ("evaluate", "epochs"), ("save_checkpoint", "checkpoints")):
         timed(rt, name, part)
-    for name, part in (("_run", "objective"), ("probe", "probe"), ("_ranks_top", "weights"),
-                       ("keep_weights", "weights")):
-        timed(rs.Objective, name, part)
+    for name, part in (("_run", "objective"), ("probe", "probe")):
+        timed(ro.Objective, name, part)
+    for name in ("ranks_top", "keep_weights"):
+        timed(ro, name, "weights")
     gc.callbacks.append(meter.on_gc)
     try:
         yield
@@ -234,13 +237,12 @@ def run_once(meter: Meter, space, url: str, study: str, trials: int, seed: int) 
         finally:
             last["end"] = time.perf_counter()
 
-    search = rs.Search(space, storage=url, study_name=study, trials=trials, seed=seed, callbacks=[on_trial],
-                       confirm=0)
+    search = Search(space, storage=url, study_name=study, trials=trials, seed=seed, confirm=0)
     before = dict(meter.spans)
     optuna.Study.optimize = optimize
     try:
         t0 = time.perf_counter()
-        rs.run_search(search)
+        rr.run_search(search, rr.Progress(callbacks=(on_trial,)))
         wall = time.perf_counter() - t0
     finally:
         optuna.Study.optimize = original_optimize
@@ -311,7 +313,7 @@ def main() -> None:
 
 
 def report(args, runs: dict[str, list[dict]], skipped: dict[str, str]) -> None:
-    print(f"overhead per trial: resnas.search.run_search on digits, ResNet-8 widths 4-8-16, TPE + Hyperband, "
+    print(f"overhead per trial: resnas.runners.run_search on digits, ResNet-8 widths 4-8-16, TPE + Hyperband, "
           f"1-{args.epochs} epochs; {args.trials} trials x {args.rounds} rounds per storage, interleaved; "
           f"{torch.get_num_threads()} torch thread(s); medians over trials")
     print(f"{'storage':17s} {'trials':>6s} {'wall/trial':>10s} {'epochs/trial':>12s} {'overhead':>10s} "

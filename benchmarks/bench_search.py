@@ -45,11 +45,13 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from resnas.config import Search
 from resnas.data import load_data
+from resnas.designs import ranked_trials
 from resnas.objective import PROBE_BATCH
 from resnas.probe import probe, reference
 from resnas.record import TrialRecord
-from resnas.search import Search, ranked_trials, run_search
+from resnas.runners import run_search
 from resnas.space import Space, load_space
 from resnas.spec import ArchSpec
 

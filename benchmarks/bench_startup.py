@@ -28,7 +28,7 @@ ROWS = {
     "resnas --help": [sys.executable, "-m", "resnas", "--help"],
     "resnas search --trials x (error)": [sys.executable, "-m", "resnas", "search", "--trials", "x"],
     "reference: CLI + search layer imported up front": [
-        sys.executable, "-c", "import resnas.cli, resnas.search, resnas.storage, resnas.reproduce"],
+        sys.executable, "-c", "import resnas.cli, resnas.runners, resnas.storage, resnas.reproduce"],
 }
 
 

@@ -1,6 +1,6 @@
 """A live search against its replay: does the replay harness predict what resnas really does?
 
-Runs the real ``resnas.search.run_search`` (training every candidate) with a strategy on a ground-truth
+Runs the real ``resnas.runners.run_search`` (training every candidate) with a strategy on a ground-truth
 table's space, for seeds 0..S-1, and reports per seed the epochs spent, the answer and whether it lies
 in the table's top set; then the replay of the same strategy (``benchmarks/replay.py``) over many
 seeds, side by side. A live search seeded k trains each design with the seed of ground-truth run k, so
@@ -24,8 +24,10 @@ import optuna
 sys.path.insert(0, str(Path(__file__).parent))
 from replay import ground_truth, load_table, parse_strategy, replay, trial_budget  # noqa: E402
 
+from resnas.config import Search  # noqa: E402
+from resnas.designs import ranked_designs  # noqa: E402
 from resnas.record import epochs_spent  # noqa: E402
-from resnas.search import Search, ranked_designs, run_search  # noqa: E402
+from resnas.runners import run_search  # noqa: E402
 
 PRUNERS = {"sh": "successive_halving", "hyperband": "hyperband", "none": "none", "median": "median"}
 

@@ -8,7 +8,7 @@ does), looks up the recorded curve of (design, k) and reports it epoch by epoch 
 ``trial.report`` / ``trial.should_prune()`` exactly as resnas's objective does; a completed trial's
 value is its final-epoch error. Sampler and pruner come from resnas's own ``make_sampler`` /
 ``make_pruner`` (TPE, random; Hyperband, successive halving, median, none), and resnas's fidelity
-check (``resnas.search.FidelityCheck``) runs as the study's callback unless ``fidelity=0``: once 6
+check (``resnas.fidelity.FidelityCheck``) runs as the study's callback unless ``fidelity=0``: once 6
 designs reached the two lowest rungs it measures their Spearman correlation and, below 0.5, replaces
 the pruner with one from the higher rung, as a product search does.
 
@@ -82,11 +82,13 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from resnas.config import Search
+from resnas.fidelity import FidelityCheck
 from resnas.probe import reference
 from resnas.ranking import TIE_TEST, Design, rank_designs, significantly_worse
-from resnas.search import FidelityCheck, Search, make_pruner, make_sampler
 from resnas.space import Space, load_space
 from resnas.spec import ArchSpec
+from resnas.study import make_pruner, make_sampler
 
 ALPHA = 0.05
 TEST = (f"{TIE_TEST} (resnas.ranking.significantly_worse); fewer than 2 seeds: in the top set only if its "
@@ -200,7 +202,7 @@ class Strategy:
     n_startup_trials: int | None = None  # None: resnas's make_sampler choice
     probe: float | None = None  # prune before training when |gain| > probe x reference gain
     probe_dev: float | None = None  # prune before training when |gain - reference gain| > probe_dev decades
-    fidelity: bool = True  # resnas's fidelity check (resnas.search.FidelityCheck) as a study callback
+    fidelity: bool = True  # resnas's fidelity check (resnas.fidelity.FidelityCheck) as a study callback
     confirm: int = 0  # K: the top K designs by value are trained again with ``repeats`` more seeds
     repeats: int = 2  # R: the extra seeds of each confirmed design
     trials: int | None = None  # None: the space's trials, else the number of designs

@@ -21,9 +21,13 @@ import torch
 from safetensors.torch import load_file
 
 import resnas
+from resnas.config import Search
 from resnas.data import load_data
+from resnas.designs import ranked_designs
+from resnas.kept import kept_run
 from resnas.record import StudyRecord
-from resnas.search import Search, export_trial, kept_run, ranked_designs, run_search
+from resnas.results import export_trial
+from resnas.runners import run_search
 from resnas.space import load_space
 from resnas.storage import StudyError, open_storage
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One trial of a search trained on several GPUs at once with `accelerate launch`: every process builds the
 # same candidate and trains it on its share of each batch (metrics gathered over all of them); the first
-# process asks Optuna for the candidate and records the trial (resnas.search.run_distributed).
+# process asks Optuna for the candidate and records the trial (resnas.runners.run_distributed).
 #
 #   bash examples/multi_gpu_trial.sh                                          # all the GPUs of this machine
 #   NUM_PROCESSES=4 SPACE=paper_table2 DATASET=cifar10 DATA_DIR=~/data bash examples/multi_gpu_trial.sh

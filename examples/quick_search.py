@@ -18,9 +18,11 @@ import timm
 import torch
 
 import resnas  # noqa: F401  (importing resnas registers its networks with timm)
+from resnas.config import Search
 from resnas.data import load_data
+from resnas.designs import ranked_trials
 from resnas.record import StudyRecord, TrialRecord, status_of
-from resnas.search import Search, ranked_trials, run_search
+from resnas.runners import Progress, run_search
 from resnas.space import load_space
 
 
@@ -46,8 +48,9 @@ def main() -> None:
     space = load_space(args.space)
     print(f"space {space.name} ({space.sampler} + {space.pruner}, dataset {space.dataset}): {space.description}")
     search = Search(space, storage=args.storage, study_name=args.study, trials=args.trials, epochs=args.epochs,
-                    seed=args.seed, callbacks=[print_trial], confirm=args.confirm)
-    study = run_search(search)  # an optuna.Study: study.trials_dataframe(), optuna.visualization, ...
+                    seed=args.seed, confirm=args.confirm)
+    # an optuna.Study: study.trials_dataframe(), optuna.visualization, ...
+    study = run_search(search, Progress(callbacks=(print_trial,)))
 
     ranked = ranked_trials(study)  # completed trials, best first (study.best_trial for one objective)
     if not ranked:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One worker process per GPU, all on one study: each worker trains its own trials on its own GPU, and
-# Optuna's storage hands out the trials (resnas.search.run_workers). More trials in parallel than
+# Optuna's storage hands out the trials (resnas.runners.run_workers). More trials in parallel than
 # examples/multi_gpu_trial.sh, each one slower; the better choice when candidates are small.
 #
 #   bash examples/workers.sh                                      # one worker per GPU of this machine

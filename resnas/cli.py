@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 import time
@@ -55,8 +54,8 @@ def _argv() -> list[str]:
 
 def _command(args: list[str]) -> str:
     """The shell command that runs ``args`` (under ``accelerate launch`` when this runs under it)."""
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return shlex.join(["accelerate", "launch", "-m", "resnas", *args] if launched else ["resnas", *args])
+    from .runners import distributed
+    return shlex.join(["accelerate", "launch", "-m", "resnas", *args] if distributed() else ["resnas", *args])
 
 
 def _replace_option(args: list[str], name: str, new: list[str]) -> list[str]:
@@ -78,11 +77,12 @@ SEED = click.IntRange(0, 2**32 - 1)  # what numpy's and Optuna's samplers accept
 
 def search_errors() -> tuple[type[Exception], ...]:
     """The search layers' errors, each shown as one line with exit code 2 (imported only when caught)."""
+    from .config import SearchError
     from .data import DataError
     from .export import ExportError
     from .space import SpaceError
     from .storage import StudyError
-    return SpaceError, StudyError, DataError, ExportError
+    return SpaceError, StudyError, DataError, ExportError, SearchError
 
 
 def resolve_model(name_or_spec: str, **kwargs):
@@ -350,7 +350,8 @@ class SearchDisplay:
 
     def poll(self, study) -> None:
         """Worker processes train; the parent follows the study in the storage (and its fidelity check)."""
-        from .search import finished_trials, recorded_fidelity
+        from .fidelity import recorded_fidelity
+        from .study import finished_trials
         for t in finished_trials(study):
             if t.number not in self.seen:
                 self.seen.add(t.number)
@@ -491,39 +492,31 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
       resnas search --space paper_table2 --dataset cifar10 --data-dir ./data --devices cuda:0,cuda:1
       resnas search --space full --storage postgresql://user@db-host/resnas --workers 4
     """
-    from .search import Search, distributed, quiet_logs, run
+    from .config import Search
+    from .runners import Progress, distributed, run
+    from .runners import devices as resolve_devices
     from .space import load_space
+    from .study import quiet_logs
     quiet_logs()  # the display reports each trial and its reason
 
     try:
         space = load_space(space_name)
         if dataset is not None and dataset not in DATASETS:
             raise UserError(f"dataset: {dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
-        device_list = _devices(devices, workers)
+        device_list = resolve_devices(devices, workers)
         job = Search(space, storage=storage, study_name=study_name, dataset=dataset, data_dir=data_dir,
                      trials=trials, more=more, timeout=timeout, epochs=epochs, seed=seed, heartbeat=heartbeat,
                      probe_max_gain=probe_max_gain, probe_max_deviation=probe_max_deviation,
                      budget_epochs=budget_epochs,
                      confirm=confirm, repeats=confirm_seeds)
-        given = [f"--{name}" for name, v in (("trials", trials), ("more", more), ("budget-epochs", budget_epochs))
-                 if v is not None]
-        if len(given) > 1:
-            raise UserError(f"{given[0][2:]}: {' and '.join(given)} both set the run's budget; give one, not both")
-        if more is not None and space.sampler == "grid":
-            raise UserError(f"more: space {space.name} is a grid, whose points are its budget; "
-                            "--trials N runs the first N")
-        if job.search_epochs is not None and job.search_epochs <= 0:
-            raise UserError(f"budget-epochs: {budget_epochs} leaves nothing for the search after the confirmation's "
-                            f"{job.confirm_epochs} ({confirm} designs x {confirm_seeds} seeds x {job.max_epochs} "
-                            "epochs); raise it, or lower --confirm")
         live = console.is_terminal and not distributed()
         plan = []  # the run's Budget, once known: the bar's total, and the target a Ctrl-C message names
         with SearchDisplay(None, job.max_epochs, live=live, budget_epochs=budget_epochs, space=space) as display:
-            job.callbacks, job.on_epoch = [display.on_trial], display.on_epoch  # workers report through poll
-            job.on_fidelity = display.on_fidelity
-            job.on_budget = lambda b: _on_budget(b, display, plan)
+            progress = Progress(callbacks=(display.on_trial,), on_epoch=display.on_epoch,  # workers: through poll
+                                on_fidelity=display.on_fidelity, on_budget=lambda b: _on_budget(b, display, plan),
+                                poll=display.poll)
             try:
-                study = run(job, device_list, poll=display.poll)  # distributed under accelerate launch / torchrun
+                study = run(job, progress, device_list)  # distributed under accelerate launch / torchrun
             except KeyboardInterrupt:
                 raise Interrupted("the running trial is recorded as failed (interrupted) and is retried from its "
                                   f"last epoch; continue with: {_search_command(plan)}") from None
@@ -567,32 +560,15 @@ def _search_command(known: list) -> str:
     return _command(args)
 
 
-def _devices(devices: str | None, workers: int | None) -> list[str]:
-    """--devices cuda:0,cuda:1 or --workers N (N GPUs when there are, else N CPU processes)."""
-    if devices:
-        names = [d.strip() for d in devices.split(",") if d.strip()]
-        count = torch.cuda.device_count()
-        for d in names:
-            if d != "cpu" and not (d.startswith("cuda:") and d[5:].isdigit() and int(d[5:]) < count):
-                allowed = ", ".join(["cpu"] + [f"cuda:{i}" for i in range(count)])
-                raise UserError(f"devices: {d!r} is not a device here; allowed: {allowed}")
-        if workers is not None and workers != len(names):
-            raise UserError(f"workers: {workers} does not match the {len(names)} devices given")
-        return names
-    if workers is None:
-        return []
-    count = torch.cuda.device_count()
-    return [f"cuda:{i % count}" for i in range(workers)] if count else ["cpu"] * workers
-
-
 def _print_best(study, top: int, tests: list | None = None, designs: list | None = None) -> None:
     """The study's designs, best first: mean val error +- sd over n seeds, and whether tied with the best."""
     # tests (best --test): per shown design, (trial, test error) of its kept weights, or None: "-", footnoted
     from rich import box
     from rich.console import Group
 
+    from .designs import ranked_designs
     from .record import TrialRecord
-    from .search import mean_sd, ranked_designs, tie_label
+    from .results import mean_sd, tie_label
     from .space import compact_spec, fixed_fields
     space = _study_space(study)
     trials = study.get_trials(deepcopy=False)
@@ -614,7 +590,7 @@ def _print_best(study, top: int, tests: list | None = None, designs: list | None
     if designs and (fixed := fixed_fields(designs[0].spec, space)):
         console.print(SpecText(f"every design: {fixed} (full specs: resnas best --json)"), highlight=False)
     if tests and None in tests:
-        from .objective import WEIGHTS_TOP_K
+        from .kept import WEIGHTS_TOP_K
         console.print(f"test error -: kept no weights (only the top {WEIGHTS_TOP_K} do); resnas export --trial N "
                       "retrains it", highlight=False)
     if designs and designs[0].confirmed:
@@ -695,8 +671,9 @@ def best(storage: str | None, study_name: str | None, top: int, as_json: bool, t
       resnas best --test
       resnas best --storage sqlite:///resnas.db --study default --json
     """
+    from .designs import ranked_designs
     from .record import TrialRecord
-    from .search import design_row, kept_test_errors, ranked_designs
+    from .results import design_row, kept_test_errors
     study, url = _load_study(storage, study_name)
     designs, tests = ranked_designs(study)[:top], None  # ranked once: each tie is a t-test
     if test:
@@ -739,7 +716,7 @@ def export_cmd(storage: str | None, study_name: str | None, number: int | None, 
       resnas export --output best-net
       python -c "import timm, resnas; timm.create_model('local-dir:best-net', pretrained=True)"
     """
-    from .search import export_trial
+    from .results import export_trial
     study, url = _load_study(storage, study_name)
     try:
         folder, how = export_trial(study, url, number, output, data_dir,
@@ -805,8 +782,8 @@ def _probe_specs(names: tuple[str, ...], space_name: str | None, samples: int, *
     """The specs to probe by their strings, each with its label: the names or spec strings as typed, then
     every grid point of a space (or a sample of it), labelled by the tokens that set it apart."""
     from .probe import short_labels
-    from .search import sample_specs
     from .space import load_space
+    from .study import sample_specs
     labelled = {}
     try:
         for name in names:
@@ -940,7 +917,7 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
       resnas reproduce table2 --dataset cifar10 --data-dir ./data --repeats 5 --storage sqlite:///t2.db
     """
     from . import reproduce as rep
-    from .search import quiet_logs
+    from .study import quiet_logs
     quiet_logs()  # as search: the display reports each trial; Ctrl-C is one line
     try:
         numbers = tuple(int(r) for r in rows.split(",") if r.strip()) if rows else ()

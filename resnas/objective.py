@@ -3,31 +3,27 @@
 The :class:`Objective` is what ``study.optimize`` calls; every setting comes through its constructor.
 What a trial keeps is its :class:`~resnas.record.TrialRecord`: the spec string, the ``timm.create_model``
 call that rebuilds it, params, MACs, per-epoch train loss / validation error / seconds, the device, its
-training seed (``design_seed``), its status and reason. One run of each of the best WEIGHTS_TOP_K designs
-(``ranked_designs``) keeps its weights as Optuna artifacts beside the database (``keep_top_weights``).
+training seed (``design_seed``), its status and reason. One run of each of the best designs
+(resnas.kept) keeps its weights as Optuna artifacts beside the database.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import shutil
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import optuna
 import torch
-from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
-from .export import export
+from .config import Search
+from .designs import as_completed
+from .kept import keep_top_weights, keep_weights, ranks_top
 from .network import build
 from .probe import probe, reference
-from .ranking import Design, rank_designs
 from .recipe import design_seed, search_recipe
 from .record import (
-    ARTIFACT_FILES,
     INTERRUPTED,
     Status,
     TrialRecord,
@@ -38,18 +34,19 @@ from .record import (
     pruned_reason,
     trained,
 )
-from .storage import artifact_root, remove_artifacts, weights_kept
+from .storage import artifact_root
 from .train import CHECKPOINT, CheckpointWriteError, StopTraining, checkpoint_history, train
 from .workers import Heartbeat, surplus_reason
 
-if TYPE_CHECKING:  # search.py builds the Objective: an import at run time would be circular
-    from .search import Search
+__all__ = ["CandidateFailed", "Objective", "PROBE_BATCH", "Surplus", "checkpoint_dir", "default_device",
+           "end_if_surplus"]
 
-__all__ = ["CandidateFailed", "Objective", "Surplus", "PROBE_BATCH", "WEIGHTS_TOP_K", "checkpoint_dir",
-           "as_completed", "keep_top_weights", "ranked_designs", "ranked_trials"]
-
-WEIGHTS_TOP_K = 3  # completed trials whose weights are kept as artifacts
 PROBE_BATCH = 32  # images in the batch every candidate is probed on
+
+
+def default_device() -> str:
+    """Where this process trains and probes: its GPU when it has one (a worker sees only its own)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def checkpoint_dir(search: Search, spec, job: str) -> Path:
@@ -64,28 +61,30 @@ class Objective:
     """One trial in named steps: suggest -> twin? -> probe -> train -> record -> keep weights.
 
     ``store`` is the artifact store for the top-k weights (None: keep none, as on the ranks of a
-    distributed run other than the main one); ``distributed``: every rank gets a TorchDistributedTrial.
+    distributed run other than the main one); ``distributed``: every rank gets a TorchDistributedTrial;
+    ``on_epoch(trial_number, EpochReport)`` follows training (a live display).
     """
 
-    def __init__(self, search: Search, data, store=None, distributed: bool = False):
+    def __init__(self, search: Search, data, store=None, distributed: bool = False, on_epoch=None):
         self.search, self.data, self.store, self.distributed = search, data, store, distributed
+        self.on_epoch = on_epoch
         self.recipe = search_recipe(data.name, search.space.recipe, search.max_epochs)
         self.seed = search.run_seed
         self.probe_batch = None  # one validation batch, taken by the first probe
         self.reference_gains: dict[str, float] = {}
         self.queue_only = search.space.sampler == "grid"  # only enqueued trials run (a grid; a confirmation):
-        # the runners ask under search.enqueued_only
+        # the runners ask under study.enqueued_only
         self.disk_full: str | None = None  # why the search stopped: an epoch checkpoint did not fit
 
     def __call__(self, trial: optuna.Trial, real_trial: optuna.Trial | None = None):
         """``real_trial``: the Optuna trial behind a TorchDistributedTrial (main process only)."""
         owner = real_trial if real_trial is not None else trial
-        if not self.distributed:  # a distributed run decides this on the main process first (search._drive)
+        if not self.distributed:  # a distributed run decides this on the main process first (runners)
             end_if_surplus(trial)
         try:
             if not isinstance(owner, optuna.Trial):  # the ranks of a distributed run but the main one
                 return self._run(trial, real_trial)
-            with Heartbeat(owner, self.search.heartbeat or 60):
+            with Heartbeat(owner, self.search.heartbeat_seconds):
                 return self._run(trial, real_trial)
         except optuna.TrialPruned:
             raise
@@ -111,11 +110,8 @@ class Objective:
         result = self.train(trial, record, spec)
         error = self.record(trial, record, result)
         values = [error] + [float(getattr(result, o)) for o in self.search.space.objectives[1:]]
-        owner = real_trial if real_trial is not None else trial
-        if result.status == Status.OK and self.store is not None and isinstance(owner, optuna.Trial) \
-                and self._ranks_top(owner.study, as_completed(owner, values)):
-            self.keep_weights(owner, result.model)
-            keep_top_weights(owner.study, self.store, self.search.storage_url, as_completed(owner, values))
+        if result.status == Status.OK:
+            self.keep(real_trial if real_trial is not None else trial, values, result.model)
         return values[0] if len(values) == 1 else tuple(values)
 
     def suggest(self, trial: optuna.Trial, record: TrialRecord):
@@ -127,7 +123,7 @@ class Objective:
                                  num_classes=data.num_classes)
         record.spec = str(spec)
         record.timm = f"timm.create_model('resnas_spec', spec='{spec}')"
-        record.device = self.search.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        record.device = self.search.device or default_device()
         record.save(trial, "spec", "timm", "device")
         return spec
 
@@ -155,7 +151,7 @@ class Objective:
         the candidate is pruned before training: the paper's "fail" designs cost seconds."""
         if self.probe_batch is None:
             self.probe_batch = next(iter(self.data.loader("val", PROBE_BATCH)))
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = default_device()
         torch.manual_seed(self.seed)
         result = probe(build(spec).to(device), *self.probe_batch, seed=self.seed)
         record.probe_gain, record.probe_slope = round(result.gain, 4), round(result.slope, 5)
@@ -198,8 +194,8 @@ class Objective:
             record.train_loss.append(report.train_loss)
             record.epoch_seconds.append(round(report.seconds, 3))
             record.save(trial, "val_error", "train_loss", "epoch_seconds")
-            if self.search.on_epoch is not None:
-                self.search.on_epoch(trial.number, report)
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, report)
             last = report.epoch == self.search.max_epochs  # a fully trained candidate completes
             # a confirmation repeat is trained to the full budget: it measures the design's spread
             if single and not last and not record.repeat and trial.should_prune():
@@ -245,84 +241,15 @@ class Objective:
         # a diverged candidate is a result, not a crash: the paper's "fail" rows, at chance error
         return result.val_error[-1] if result.status == Status.OK else 1.0 - 1.0 / self.data.num_classes
 
-    def keep_weights(self, trial: optuna.Trial, model) -> None:
-        """Upload the weights of a trial that ranks among the best WEIGHTS_TOP_K."""
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = export(model, tmp, **self.data.pretrained_cfg())
-            for name in ARTIFACT_FILES:
-                artifact_id = upload_artifact(artifact_store=self.store, file_path=str(folder / name),
-                                              study_or_trial=trial)
-                TrialRecord(artifacts={name: artifact_id}).save(trial, "artifacts")
-
-    def _ranks_top(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        """Whether the design of ``trial`` (finishing, not yet told) ranks among the top WEIGHTS_TOP_K with
-        it, and no other run of the design keeps weights. Two objectives: always (the sweep decides)."""
-        if len(study.directions) > 1:
-            return True
-        trials = study.get_trials(deepcopy=False)
-        for design in ranked_designs(study, trial)[:WEIGHTS_TOP_K]:
-            if trial.number in design.trials:
-                return not any(weights_kept(self.search.storage_url, TrialRecord.from_trial(trials[n]))
-                               for n in design.trials if n != trial.number)
-        return False
-
-
-def as_completed(trial: optuna.Trial, values: list[float]) -> optuna.trial.FrozenTrial:
-    """A finishing trial as it will read once told ``values``, so that it ranks among the completed ones."""
-    frozen = optuna.trial.create_trial(values=values, params=trial.params, distributions=trial.distributions,
-                                       user_attrs=trial.user_attrs)
-    frozen.number = trial.number
-    return frozen
-
-
-def keep_top_weights(study: optuna.Study, store, url: str, finishing: optuna.trial.FrozenTrial | None = None) -> None:
-    """Delete kept weights until exactly the top WEIGHTS_TOP_K designs, ranked as ``resnas best`` ranks them
-    (``ranked_designs``), keep one run's each: the first of its runs (repeat 0 first) that keeps them.
-
-    Runs after every kept trial (with ``finishing``, not yet told) and at the end of every search: workers
-    finishing at once cannot see each other's trial complete, and the confirmation re-ranks designs by
-    their mean. Trials still running (another worker's) are left alone."""
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)
-              if t.state not in (TrialState.RUNNING, TrialState.WAITING)}
-    if finishing is not None and len(study.directions) == 1:  # a Pareto front ranks told trials only
-        trials[finishing.number] = finishing
-    records = {n: TrialRecord.from_trial(t) for n, t in trials.items()}
-    keep = set()
-    for design in ranked_designs(study, finishing)[:WEIGHTS_TOP_K]:
-        keep.update([n for n in design.trials if n in records and weights_kept(url, records[n])][:1])
-    for n, record in records.items():
-        if record.artifacts and n not in keep:
-            remove_artifacts(store, record)
-
-
-def _completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials that trained their design to a finite error: the ones rankings compare."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.values and math.isfinite(t.values[0]) and trained(t)]
-
-
-def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials, best first (single objective), or the Pareto front (two objectives); a design
-    counts once (trials that repeated a completed design are left out)."""
-    if len(study.directions) > 1:
-        return sorted((t for t in study.best_trials if trained(t)), key=lambda t: t.values[0])
-    return sorted(_completed(study), key=lambda t: (t.values[0], t.number))
-
-
-def ranked_designs(study: optuna.Study, finishing: optuna.trial.FrozenTrial | None = None) -> list[Design]:
-    """The study's designs ranked by mean final error over their seeds (resnas.ranking.rank_designs):
-    every completed run of a design, its search trial (repeat 0) and its confirmation repeats, counts once
-    per repeat; ``finishing``, a trial not yet told (``as_completed``), counts as completed. Two objectives:
-    the Pareto front, one design per trial (n = 1)."""
-    if len(study.directions) > 1:
-        return [Design(TrialRecord.from_trial(t).spec or "", [t.values[0]], [t.number]) for t in ranked_trials(study)]
-    runs: dict[str, dict[int, optuna.trial.FrozenTrial]] = {}
-    for t in sorted([*_completed(study), *([finishing] if finishing else [])], key=lambda t: t.number):
-        record = TrialRecord.from_trial(t)
-        runs.setdefault(record.spec or "", {}).setdefault(record.repeat or 0, t)
-    designs = [Design(spec, [by[r].values[0] for r in sorted(by)], [by[r].number for r in sorted(by)])
-               for spec, by in runs.items()]
-    return rank_designs(designs)
+    def keep(self, owner, values: list[float], model) -> None:
+        """Keep the weights of a trial whose design ranks among the top k (resnas.kept), then only the top k's;
+        the process that owns the Optuna trial does (the main one of a distributed run)."""
+        if self.store is None or not isinstance(owner, optuna.Trial):
+            return
+        url, finishing = self.search.storage_url, as_completed(owner, values)
+        if ranks_top(owner.study, finishing, url):
+            keep_weights(owner, self.store, model, **self.data.pretrained_cfg())
+            keep_top_weights(owner.study, self.store, url, finishing)
 
 
 class Surplus(RuntimeError):

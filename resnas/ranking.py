@@ -1,6 +1,6 @@
 """Designs ranked by their mean error over seeds, with spread, and the ones statistically tied with the best.
 
-Pure statistics, no Optuna: the search layer (``resnas.search.ranked_designs``), ``resnas best``,
+Pure statistics, no Optuna: the search layer (``resnas.designs.ranked_designs``), ``resnas best``,
 ``resnas reproduce`` and the replay benchmark (``benchmarks/replay.py``) all rank with these functions.
 
     >>> designs = rank_designs([Design("a", [0.10, 0.12, 0.11]), Design("b", [0.30, 0.31, 0.29]),

@@ -1,7 +1,7 @@
 """The trial record: what every resnas trial keeps as Optuna user attributes, and how it is read back.
 
 One trial's record is a :class:`TrialRecord`; its field names are the stored user-attribute keys
-(the artifact ids are stored as ``artifact:<file name>``). A study keeps a :class:`StudyRecord`.
+(kept weights are Optuna artifacts of the trial: resnas.kept). A study keeps a :class:`StudyRecord`.
 Every writer (the objective) and reader (CLI, export, reproduce, benchmarks) goes through them, so
 the keys are written in one place. Stored names and values never change: studies written by any
 earlier resnas open, resume and export. Trials that predate a key read it as its default.
@@ -23,7 +23,7 @@ from typing import Any
 from .errors import first_line
 from .files import CONFIG, WEIGHTS
 
-__all__ = ["ARTIFACT_FILES", "ARTIFACT_PREFIX", "INTERRUPTED", "Status", "StudyRecord", "TrialRecord",
+__all__ = ["ARTIFACT_FILES", "INTERRUPTED", "Status", "StudyRecord", "TrialRecord",
            "duplicate_reason", "epochs_spent", "error_reason", "lost_reason", "probe_deviation_reason", "probe_reason",
            "pruned_reason", "status_of", "trained"]
 
@@ -49,7 +49,6 @@ class Status(str, enum.Enum):
     __format__ = str.__format__  # f"{Status.OK}" is "ok", as the stored value
 
 
-ARTIFACT_PREFIX = "artifact:"  # user-attribute key of a kept file's artifact id: artifact:model.safetensors
 ARTIFACT_FILES = (WEIGHTS, CONFIG)  # the files a top-k trial keeps: a timm local-dir folder
 INTERRUPTED = "interrupted"  # the reason of a trial Ctrl-C stopped (status failed); the next run retries it
 
@@ -114,16 +113,13 @@ class TrialRecord:
     job: str | None = None  # grid point, confirmation run, or trial:N (a drawn trial and its retries): run once
     worker: dict[str, Any] | None = None  # the process that runs it: host, machine, pid, start (resnas.workers)
     heartbeat: float | None = None  # unix time of its worker's last heartbeat
-    artifacts: dict[str, str] = field(default_factory=dict)  # file name -> artifact id (top-k weights)
 
     def to_user_attrs(self, *names: str) -> dict[str, Any]:
         """The stored attributes: the fields ``names`` (default: all that are set), by their keys."""
         attrs = {}
         for name in names or [f.name for f in dataclasses.fields(self)]:
             value = getattr(self, name)
-            if name == "artifacts":
-                attrs.update({ARTIFACT_PREFIX + file: artifact_id for file, artifact_id in value.items()})
-            elif value is not None and (names or value != []):
+            if value is not None and (names or value != []):
                 attrs[name] = value.value if isinstance(value, Status) else value
         return attrs
 
@@ -134,21 +130,15 @@ class TrialRecord:
 
     @classmethod
     def from_user_attrs(cls, attrs: dict[str, Any]) -> TrialRecord:
-        known = {f.name for f in dataclasses.fields(cls)} - {"artifacts"}
+        known = {f.name for f in dataclasses.fields(cls)}
         record = cls(**{k: v for k, v in attrs.items() if k in known})
         record.status = _status(record.status)
-        record.artifacts = {k[len(ARTIFACT_PREFIX):]: v for k, v in attrs.items()
-                            if k.startswith(ARTIFACT_PREFIX) and v}
         return record
 
     @classmethod
     def from_trial(cls, trial) -> TrialRecord:
         """The record of an Optuna trial (live, frozen or distributed); missing keys read as defaults."""
         return cls.from_user_attrs(trial.user_attrs)
-
-    @property
-    def kept_weights(self) -> bool:
-        return all(self.artifacts.get(name) for name in ARTIFACT_FILES)
 
 
 def epochs_spent(trial) -> int:

@@ -32,14 +32,16 @@ import torch
 from accelerate import Accelerator
 from optuna.trial import TrialState
 
+from .config import Search
 from .data import Data, load_data
 from .network import build
 from .probe import probe
 from .recipe import Recipe, search_recipe
 from .record import TrialRecord
-from .search import Search, open_study, run_search
+from .runners import Progress, run_search
 from .space import Space, load_space
 from .spec import CONVS_PER_UNIT, SHORTCUTS, ArchSpec
+from .study import open_study
 from .train import Diverged, default_precision, evaluate, train_epoch
 
 __all__ = ["FAIL", "PAPER_EPOCHS", "QUICK_DEPTH_SCALE", "QUICK_EPOCHS", "QUICK_WIDTH_SCALE", "STORAGE_FILE", "TABLES",
@@ -302,7 +304,6 @@ class TableRun:
         self.planned = _plan(job, self.data)
         self.search = Search(job.space, storage=job.storage_url, study_name=job.study_name(), dataset=job.dataset,
                              data_dir=job.data_dir, epochs=job.epochs, seed=job.seed,
-                             callbacks=[self._finished, *job.callbacks], on_epoch=self._epoch,
                              grid=[p.point for p in self.planned], confirm=len(self.planned), repeats=job.repeats - 1)
         self.gains: dict[int, float] = {}
         self.seconds: dict[int, float] = {}  # estimated seconds per epoch, by row number
@@ -332,7 +333,7 @@ class TableRun:
             self.estimate()
         self._start = time.perf_counter()
         try:
-            run_search(self.search)
+            run_search(self.search, Progress(callbacks=(self._finished, *self.job.callbacks), on_epoch=self._epoch))
         finally:  # Ctrl-C too: the table so far
             self.write()
         return self.rows()

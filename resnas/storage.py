@@ -29,11 +29,10 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, 
 from sqlalchemy.engine import make_url
 
 from .errors import first_line
-from .record import ARTIFACT_FILES, TrialRecord
 
 __all__ = ["DASHBOARD", "DEFAULT_STORAGE", "GRPC", "JOURNAL", "StudyError", "artifact_root", "artifact_store",
            "dashboard_server", "disk_note", "existing_storage", "grpc_storage", "load_study", "local_file", "mask_url",
-           "open_storage", "proxy_server", "quiet", "remove_artifacts", "weights_kept"]
+           "open_storage", "proxy_server", "quiet", "remove_artifacts"]
 
 DEFAULT_STORAGE = "sqlite:///resnas.db"
 DASHBOARD = "optuna-dashboard"  # the web UI that serves a storage and its artifacts (resnas dashboard)
@@ -50,7 +49,9 @@ def mask_url(url: str) -> str:
     """The storage URL with its password replaced by ***, for every line a user sees.
 
     The password runs from the first ':' after ``//`` to the last '@' that a host follows, so one with an
-    unescaped '@', ':' or '/' is hidden whole; the rest is shown as written.
+    unescaped '@', ':' or '/' is hidden whole; the rest is shown as written. Not SQLAlchemy's
+    ``make_url(url).render_as_string(hide_password=True)``: it shows what follows a password's first '@',
+    reorders and escapes the query, cuts an SQLite path at '#' and refuses libpq's multi-host URLs.
     """
     scheme, sep, rest = url.partition("://")
     ends = [i for i, c in enumerate(rest) if c == "@" and _host_follows(rest[i + 1:])]
@@ -301,14 +302,9 @@ def artifact_store(url: str):
     return FileSystemArtifactStore(str(root))
 
 
-def weights_kept(url: str, record: TrialRecord) -> bool:
-    """Whether a trial's weights are in the artifact store: recorded, and not removed since (top-k)."""
-    return record.kept_weights and all((artifact_root(url) / record.artifacts[n]).is_file() for n in ARTIFACT_FILES)
-
-
-def remove_artifacts(store, record: TrialRecord) -> None:
-    """Delete a trial's kept files from the artifact store (those already gone are passed over)."""
-    for artifact_id in record.artifacts.values():
+def remove_artifacts(store, artifact_ids) -> None:
+    """Delete files from the artifact store (those already gone are passed over)."""
+    for artifact_id in artifact_ids:
         with contextlib.suppress(ArtifactNotFound):
             store.remove(artifact_id)
 

@@ -1,7 +1,9 @@
 """A search whose answer can be trusted: confirmation with more seeds, ties with the best, the fidelity
 check, the epoch budget (issue 13), on real SQLite studies of tiny nets on digits."""
 
+import dataclasses
 import json
+import pickle
 import statistics
 
 import optuna
@@ -11,10 +13,12 @@ from optuna.trial import TrialState, create_trial
 from scipy import stats
 
 from resnas.cli import main
+from resnas.config import Search, SearchError
+from resnas.fidelity import FIDELITY_LOW, FidelityCheck, check_fidelity
 from resnas.ranking import Design, rank_designs, significantly_worse
 from resnas.recipe import design_seed
-from resnas.search import FIDELITY_LOW, FidelityCheck, Search, check_fidelity, rungs
 from resnas.space import parse_space
+from resnas.study import rungs
 
 GRID = """
 name: tinygrid
@@ -151,6 +155,24 @@ def test_budget_too_small_for_the_confirmation_is_refused(tmp_path, capsys):
     assert not db.exists() or not optuna.get_all_study_summaries(f"sqlite:///{db}")
     assert _search(tmp_path, db, "--budget-epochs", "50", "--trials", "3", text=TPE) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_the_python_api_refuses_what_the_cli_refuses_and_a_search_is_frozen_and_picklable():
+    tpe, grid = parse_space(TPE, source="tpe.yaml"), parse_space(GRID, source="grid.yaml")
+    refused = [(dict(space=tpe, budget_epochs=5), "budget-epochs: 5 leaves nothing for the search after the "
+                "confirmation's 18 (3 designs x 2 seeds x 3 epochs); raise it, or lower --confirm"),
+               (dict(space=tpe, trials=3, more=2), "trials: --trials and --more both set the run's budget; give one, "
+                "not both"),
+               (dict(space=grid, more=1), f"more: space {grid.name} is a grid, whose points are its budget; "
+                "--trials N runs the first N")]
+    for kwargs, line in refused:
+        with pytest.raises(SearchError) as e:
+            Search(**kwargs)
+        assert str(e.value) == line
+    search = Search(tpe, trials=3, storage="sqlite:///x.db")
+    assert pickle.loads(pickle.dumps(search)) == search  # what a worker process is handed
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        search.trials = 4
 
 
 # ---- the fidelity check ---------------------------------------------------------------------------

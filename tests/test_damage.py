@@ -22,8 +22,8 @@ from safetensors import safe_open
 from resnas.cli import main
 from resnas.data import load_data
 from resnas.export import WEIGHTS, ExportError, load
+from resnas.kept import kept_files
 from resnas.recipe import Recipe
-from resnas.record import TrialRecord
 from resnas.storage import artifact_root, open_storage
 from resnas.train import CHECKPOINT, CheckpointError, checkpoint_epoch, train
 
@@ -170,12 +170,13 @@ def test_export_checks_the_kept_weights(grid, tmp_path, capsys):
     timm.create_model(f"local-dir:{good}", pretrained=True)  # timm reads the folder as before
     load(good)
     # a damaged artifact: one line, exit 2, no output folder, the artifact as it was
-    record = TrialRecord.from_trial(optuna.load_study(study_name="g1", storage=url).trials[0])
-    artifact = artifact_root(url) / record.artifacts[WEIGHTS]
+    study = optuna.load_study(study_name="g1", storage=url)
+    kept = kept_files(study, url, study.trials[0])[WEIGHTS]
+    artifact = artifact_root(url) / kept
     damaged = _flip_tensor_byte(artifact)
     bad = tmp_path / "bad"
     assert main(["export", "--storage", url, "--output", str(bad)]) == 2
-    _one_error_line(capsys.readouterr().err, "error: export:", record.artifacts[WEIGHTS], "checksum")
+    _one_error_line(capsys.readouterr().err, "error: export:", kept, "checksum")
     assert not bad.exists() and not list(tmp_path.glob(".resnas-export-*"))
     assert artifact.read_bytes() == damaged
     # an exported folder damaged later: resnas' loader refuses it

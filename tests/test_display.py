@@ -182,7 +182,7 @@ def test_a_spec_wraps_only_after_its_commas():
 def test_dashboard_note_gives_errors_in_percent(tmp_path):
     from optuna_dashboard._note import get_note_from_system_attrs
 
-    from resnas.search import write_note
+    from resnas.results import write_note
     study = _study_with_designs(tmp_path)
     study.set_user_attr("dataset", "digits")
     write_note(study, DEFAULT)

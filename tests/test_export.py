@@ -2,7 +2,7 @@
 
 import doctest
 import json
-import sqlite3
+import shutil
 
 import optuna
 import pytest
@@ -16,9 +16,9 @@ import resnas.export
 from resnas.cli import main
 from resnas.data import load_data
 from resnas.export import ExportError, export, load, read_config
+from resnas.kept import weights_kept
 from resnas.recipe import design_seed
-from resnas.record import TrialRecord
-from resnas.storage import weights_kept
+from resnas.storage import artifact_root
 
 SPEC = "depth=8,widths=8-16-32,in_chans=1,act=original,shortcut=exclusive_gate,gate_bias=-6"
 
@@ -125,12 +125,11 @@ def test_export_retrains_with_the_searchs_seed_and_reproduces_the_trial(tmp_path
     done = [t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs["status"] == "ok"]
     assert len(done) == 4 and study.user_attrs["seed"] == 11
     assert all(t.user_attrs["seed"] == design_seed(11, t.user_attrs["spec"]) for t in done)
-    kept = next(t for t in done if weights_kept(url, TrialRecord.from_trial(t)))  # top k: files of the rest removed
+    kept = next(t for t in done if weights_kept(study, url, t))  # top k: files of the rest removed
     assert main(["export", "--storage", url, "--trial", str(kept.number), "--output", str(tmp_path / "own")]) == 0
     assert "own weights" in capsys.readouterr().out
     # no trial keeps weights now: every export retrains
-    with sqlite3.connect(db) as connection:
-        connection.execute("DELETE FROM trial_user_attributes WHERE key LIKE 'artifact:%'")
+    shutil.rmtree(artifact_root(url))
     for t in done:
         out = tmp_path / f"net{t.number}"
         assert main(["export", "--storage", url, "--trial", str(t.number), "--output", str(out)]) == 0

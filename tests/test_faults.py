@@ -173,7 +173,8 @@ RSS_SLOPE_BOUND = 0.25
 def test_thirty_candidates_leave_no_growing_memory(tmp_path):
     from statistics import linear_regression
 
-    from resnas.search import Search, run_search
+    from resnas.config import Search
+    from resnas.runners import Progress, run_search
     from resnas.space import parse_space
 
     rss = []
@@ -182,8 +183,8 @@ def test_thirty_candidates_leave_no_growing_memory(tmp_path):
         with open("/proc/self/statm") as f:
             rss.append(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20)
 
-    study = run_search(Search(parse_space(MEMORY), storage=f"sqlite:///{tmp_path}/m.db", callbacks=[measure],
-                                     confirm=0))
+    study = run_search(Search(parse_space(MEMORY), storage=f"sqlite:///{tmp_path}/m.db", confirm=0),
+                       Progress(callbacks=(measure,)))
     trials = study.trials
     assert len(trials) == len(rss) == 30
     # every trial trained its own design (not a duplicate of an earlier one) for at least one epoch

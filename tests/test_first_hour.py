@@ -17,10 +17,12 @@ from rich.console import Console
 import resnas
 import resnas.cli
 from resnas.cli import main
+from resnas.config import Search
 from resnas.data import DataError, load_data
 from resnas.export import export
-from resnas.search import DEFAULT_TRIALS, Search, export_trial, run_search
-from resnas.space import SpaceError, builtin_spaces, load_space, parse_space
+from resnas.results import export_trial
+from resnas.runners import run_search
+from resnas.space import DEFAULT_TRIALS, SpaceError, builtin_spaces, load_space, parse_space
 from resnas.storage import StudyError, open_storage
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,10 +10,11 @@ import optuna
 import pytest
 from sqlalchemy.engine import make_url
 
-import resnas.search
+import resnas.kept
 import resnas.space
 from resnas.cli import main
-from resnas.search import Search, run_search
+from resnas.config import Search
+from resnas.runners import run_search
 from resnas.space import SpaceError, load_space, parse_space
 from resnas.spec import MAX_DEPTH, ArchSpec, short_repr
 from resnas.storage import artifact_root, local_file, mask_url, open_storage
@@ -297,7 +298,9 @@ def test_export_without_the_artifacts_folder_retrains(searched, tmp_path, capsys
 def test_export_retrains_when_a_kept_file_goes_while_it_reads(searched, tmp_path, monkeypatch, capsys):
     url = _copy(searched, tmp_path)
     # another worker's top-k removes the file between the check and the download
-    monkeypatch.setattr(resnas.search, "weights_kept", lambda url, record: record.kept_weights)
+    storage = open_storage(url)
+    monkeypatch.setattr(resnas.kept, "kept_files", lambda study, url, trial: {
+        m.filename: m.artifact_id for m in optuna.artifacts.get_all_artifact_meta(trial, storage=storage)})
     next(p for p in artifact_root(url).iterdir() if p.is_file()).unlink()
     assert main(["export", "--storage", url, "--output", str(tmp_path / "net")]) == 0
     assert "retrained for 1 epochs" in capsys.readouterr().out

@@ -13,17 +13,20 @@ import torch
 from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
-import resnas.search
+import resnas.results
 from resnas.cli import main
+from resnas.config import Search
 from resnas.data import Data, load_data
+from resnas.designs import ranked_designs
 from resnas.export import export, load
+from resnas.kept import WEIGHTS_TOP_K, keep_top_weights, kept_files, weights_kept
 from resnas.network import build
-from resnas.objective import WEIGHTS_TOP_K, keep_top_weights, ranked_designs
 from resnas.record import ARTIFACT_FILES, TrialRecord
-from resnas.search import Search, export_trial, run_search
+from resnas.results import export_trial
+from resnas.runners import run_search
 from resnas.space import parse_space
 from resnas.spec import ArchSpec
-from resnas.storage import artifact_root, artifact_store, weights_kept
+from resnas.storage import artifact_root, artifact_store
 
 # a float parameter: every trial is a new design; one epoch, no pruning: every trial completes
 SPACE = """
@@ -44,7 +47,7 @@ space:
 
 
 def _kept(study, url) -> set[int]:
-    return {t.number for t in study.get_trials(deepcopy=False) if weights_kept(url, TrialRecord.from_trial(t))}
+    return {t.number for t in study.get_trials(deepcopy=False) if weights_kept(study, url, t)}
 
 
 def _files(url) -> set[str]:
@@ -68,8 +71,8 @@ def test_exactly_the_top_k_designs_of_best_keep_weights_after_confirmation(searc
     kept = _kept(study, url)
     assert len(kept) == WEIGHTS_TOP_K
     assert all(len(kept & set(d.trials)) == 1 for d in top)  # one run of each of the top k designs
-    records = {n: TrialRecord.from_trial(study.trials[n]) for n in kept}
-    assert _files(url) == {i for r in records.values() for i in r.artifacts.values()}  # the rest deleted
+    assert _files(url) == {i for n in kept for i in kept_files(study, url, study.trials[n]).values()}  # the rest
+    # deleted
 
 
 def test_the_final_sweep_leaves_exactly_the_top_k_that_workers_racing_left(tmp_path):
@@ -84,8 +87,7 @@ def test_the_final_sweep_leaves_exactly_the_top_k_that_workers_racing_left(tmp_p
         TrialRecord(spec=f"depth=8,seed={i}", status="ok").save(trial)
         if i < 5:
             for name in ARTIFACT_FILES:
-                artifact = upload_artifact(artifact_store=store, file_path=str(folder / name), study_or_trial=trial)
-                TrialRecord(artifacts={name: artifact}).save(trial, "artifacts")
+                upload_artifact(artifact_store=store, file_path=str(folder / name), study_or_trial=trial)
         study.tell(trial, error)
     assert len(_kept(study, url)) == 5
     keep_top_weights(study, store, url)
@@ -157,13 +159,13 @@ def test_export_says_it_will_retrain_and_its_cost_before_retraining(searched, mo
     lost = next(t for t in study.trials if t.state == TrialState.COMPLETE and t.number not in kept)
     record = TrialRecord.from_trial(lost)
     seen = []
-    train = resnas.search.train
+    train = resnas.results.train
 
     def watched(*args, **kwargs):
         seen.append(capsys.readouterr().out)  # what the user read when the retraining began
         return train(*args, **kwargs)
 
-    monkeypatch.setattr(resnas.search, "train", watched)
+    monkeypatch.setattr(resnas.results, "train", watched)
     assert main(["export", "--storage", url, "--trial", str(lost.number), "--output", str(tmp / "lost")]) == 0
     [line] = seen
     said = re.fullmatch(rf"trial {lost.number} kept no weights: retraining it, 1 epochs, about ([0-9.]+) s "

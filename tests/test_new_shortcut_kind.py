@@ -7,10 +7,11 @@ import torch
 import torch.nn as nn
 from optuna.trial import TrialState
 
+from resnas.config import Search
 from resnas.data import load_data
 from resnas.network import build
 from resnas.probe import probe
-from resnas.search import Search, run_search
+from resnas.runners import run_search
 from resnas.space import SpaceError, load_space, parse_space
 from resnas.spec import ArchSpec
 from resnas.units import SHORTCUTS, Param, Shortcut, register_shortcut

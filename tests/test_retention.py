@@ -4,11 +4,14 @@ import optuna
 import timm
 from optuna.trial import TrialState
 
-from resnas.objective import WEIGHTS_TOP_K, ranked_trials
+from resnas.config import Search
+from resnas.designs import ranked_trials
+from resnas.kept import WEIGHTS_TOP_K, kept_files, weights_kept
 from resnas.record import TrialRecord
-from resnas.search import Search, export_trial, run_search
+from resnas.results import export_trial
+from resnas.runners import run_search
 from resnas.space import parse_space
-from resnas.storage import artifact_root, weights_kept
+from resnas.storage import artifact_root, open_storage
 
 # a float parameter: every trial is a new design; one epoch, no pruning: every trial completes
 SPACE = """
@@ -34,14 +37,16 @@ def test_exactly_the_top_k_completed_trials_keep_weights(tmp_path):
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(done) == 8 and WEIGHTS_TOP_K == 3
     top = ranked_trials(study)[:WEIGHTS_TOP_K]  # the ranking `resnas best` shows
-    records = {t.number: TrialRecord.from_trial(t) for t in study.trials}
-    assert {n for n, r in records.items() if weights_kept(url, r)} == {t.number for t in top}
+    assert {t.number for t in study.trials if weights_kept(study, url, t)} == {t.number for t in top}
     root = artifact_root(url)
     files = {p.name for p in root.iterdir() if p.is_file()}
-    assert files == {i for t in top for i in records[t.number].artifacts.values()}
+    assert files == {i for t in top for i in kept_files(study, url, t).values()}
     assert len(files) == 2 * WEIGHTS_TOP_K
-    # a trial that left the top k exports by retraining; one in it, from its own weights
-    left = next(n for n, r in records.items() if r.artifacts and not weights_kept(url, r))
+    # a trial that left the top k (its files listed by Optuna, removed) exports by retraining; one in it, from
+    # its own weights
+    storage = open_storage(url)
+    left = next(t.number for t in done if optuna.artifacts.get_all_artifact_meta(t, storage=storage)
+                and not weights_kept(study, url, t))
     assert export_trial(study, url, left, tmp_path / "left")[1].endswith(f"trial {left} kept no weights")
     assert export_trial(study, url, top[0].number, tmp_path / "best")[1] == f"trial {top[0].number}'s own weights"
 

@@ -411,8 +411,7 @@ def test_every_command_help_shows_an_example(command, capsys):
 
 
 def test_export_retrains_a_trial_that_kept_no_weights(tmp_path):
-    from resnas.search import export_trial
-
+    from resnas.results import export_trial
     db = f"sqlite:///{tmp_path}/r.db"
     study = optuna.create_study(study_name="hand", storage=db)
     study.set_user_attr("dataset", "digits")
@@ -427,3 +426,16 @@ def test_export_retrains_a_trial_that_kept_no_weights(tmp_path):
     with pytest.raises(ValueError, match="^trial: 7 is not in study hand"):
         export_trial(study, db, 7, tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+def test_devices_come_from_devices_or_workers_with_one_line_errors():
+    from resnas.config import SearchError
+    from resnas.runners import devices
+
+    gpus = torch.cuda.device_count()
+    assert devices(None, None) == [] and devices("cpu, cpu", None) == ["cpu", "cpu"]
+    assert devices(None, 3) == ([f"cuda:{i % gpus}" for i in range(3)] if gpus else ["cpu"] * 3)
+    with pytest.raises(SearchError, match=rf"^devices: 'cuda:{gpus}' is not a device here; allowed: cpu"):
+        devices(f"cpu,cuda:{gpus}", None)
+    with pytest.raises(SearchError, match=r"^workers: 3 does not match the 2 devices given$"):
+        devices("cpu,cpu", 3)

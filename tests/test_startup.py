@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 # imported by the commands that need them, never by --help or a typo
-HEAVY = ("optuna", "scipy", "sqlalchemy", "resnas.search", "resnas.storage", "resnas.reproduce",
-         "resnas.objective", "optuna_dashboard")
+HEAVY = ("optuna", "scipy", "sqlalchemy", "resnas.config", "resnas.study", "resnas.runners", "resnas.results",
+         "resnas.storage", "resnas.reproduce", "resnas.objective", "optuna_dashboard")
 
 
 def imported_after(*argvs: list[str]) -> list[tuple[int, list[str]]]:

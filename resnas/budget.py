@@ -1,0 +1,121 @@
+"""The budget of a run: what it adds to its study, and counting finished trials toward the target.
+
+``--trials N`` is a target for the study (the same command resumes an interrupted search), ``--more N``
+adds to what it holds, ``--budget-epochs N`` counts candidate-epochs; a grid's budget is its points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from .config import Search
+from .record import INTERRUPTED, Status, epochs_spent, status_of
+from .space import DEFAULT_TRIALS
+from .study import FINISHED
+
+__all__ = ["Budget", "Target", "budget", "counted", "search_trials"]
+
+
+def _search_own(trial) -> bool:
+    """A trial of the search proper: not a confirmation run, not a surplus copy of another's job."""
+    return "confirms" not in trial.user_attrs and trial.user_attrs.get("status") != Status.SURPLUS
+
+
+def counted(trial) -> bool:
+    """Whether a trial counts toward ``--trials``: a finished trial of the search proper (complete, pruned, or
+    failed with its reason); not a confirmation run, a surplus copy, nor a trial that a retry redoes
+    (interrupted by Ctrl-C, lost with its worker): the retry counts instead."""
+    return trial.state in FINISHED and _search_own(trial) and status_of(trial) != Status.LOST \
+        and trial.user_attrs.get("reason") != INTERRUPTED
+
+
+def search_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials the study holds toward its target (``counted``)."""
+    return [t for t in study.get_trials(deepcopy=False) if counted(t)]
+
+
+def _in_flight(study: optuna.Study) -> int:
+    """Search trials running now (other workers'): they count toward the target once they finish."""
+    return sum(_search_own(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one run adds to its study: up to ``trials`` counted trials and ``epochs`` candidate-epochs (None:
+    no limit), stopping as soon as the study holds ``target`` search trials (others' running ones included,
+    so workers started by hand share it). ``held`` / ``spent``: the study's search trials and their epochs."""
+
+    trials: int | None
+    epochs: int | None = None
+    target: int | None = None  # None: a grid's queue or --budget-epochs decides
+    held: int = 0
+    spent: int = 0
+    epochs_target: int | None = None  # --budget-epochs less the confirmation's share
+    queue: bool = False  # enqueued trials only, until none waits (the workers' confirmation)
+
+    @property
+    def done(self) -> bool:
+        return self.trials == 0 or self.epochs == 0
+
+    def line(self) -> str:
+        """One line: what the study holds of its target; when done, how to add to it."""
+        if self.epochs_target is not None:
+            head = f"study's search trained {self.spent} of {self.epochs_target} candidate-epochs"
+            return f"{head}; a larger --budget-epochs adds to it" if self.done else head
+        if self.target is None:  # a grid
+            return f"study holds {self.held} grid trials" + ("; every point is done" if self.done else
+                                                             f"; {self.trials} points to run")
+        head = f"study holds {self.held} of {self.target} trials"
+        return f"{head}; --more N to add" if self.done else head
+
+
+def budget(study: optuna.Study, search: Search) -> Budget:
+    """The run's budget (call after ``prepare``): for a sampled space, the target is ``--trials``, the study's
+    count plus ``--more``, or the space's ``trials:`` (DEFAULT_TRIALS without one); with ``--budget-epochs``
+    alone, its epochs. For a grid, the points waiting (``--trials N``: until the study holds N)."""
+    held = search_trials(study)
+    if search.space.sampler == "grid":  # a failed point is enqueued again, so only the others count
+        n = sum(t.state != TrialState.FAIL for t in held)
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        return Budget(waiting if search.trials is None else min(waiting, max(0, search.trials - n)), held=n)
+    busy = _in_flight(study)
+    if search.more is not None:
+        target = len(held) + busy + search.more
+    elif search.trials is not None or search.budget_epochs is None:
+        target = search.trials or search.space.trials or DEFAULT_TRIALS
+    else:
+        target = None
+    spent = sum(epochs_spent(t) for t in study.get_trials(deepcopy=False, states=FINISHED) if _search_own(t))
+    goal = search.search_epochs
+    return Budget(None if target is None else max(0, target - len(held) - busy),
+                  None if goal is None else max(0, goal - spent), target, len(held), spent, goal)
+
+
+class Target:
+    """A study callback that stops the run at its :class:`Budget`: once it ran ``trials`` counted trials or
+    trained ``epochs`` candidate-epochs, or the study holds the target; the last trial finishes, so an
+    epoch budget ends within one trial of it."""
+
+    def __init__(self, plan: Budget):
+        self.plan, self.ran, self.spent, self.full = plan, 0, 0, False
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.add(study, trial):
+            study.stop()
+
+    def add(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """Count a finished trial; whether the run is over."""
+        self.ran += counted(trial)
+        self.spent += epochs_spent(trial)
+        if self.plan.target is not None and not self.reached:
+            self.full = len(search_trials(study)) + _in_flight(study) >= self.plan.target
+        return self.reached
+
+    @property
+    def reached(self) -> bool:
+        plan = self.plan
+        return self.full or (plan.trials is not None and self.ran >= plan.trials) or \
+            (plan.epochs is not None and self.spent >= plan.epochs)

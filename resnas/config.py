@@ -1,0 +1,108 @@
+"""The configuration of one search: a frozen, picklable dataclass, checked when it is built.
+
+    >>> from resnas.space import load_space
+    >>> search = Search(load_space("default"), trials=4, epochs=2)
+    >>> search.name, search.max_epochs
+    ('default', 2)
+
+What reports progress is no setting: it is handed to the runner (:class:`resnas.runners.Progress`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .space import Space
+from .storage import DEFAULT_STORAGE
+
+__all__ = ["STORAGE_ENV", "Search", "SearchError", "storage_url"]
+
+STORAGE_ENV = "RESNAS_STORAGE"  # the storage URL when none is given
+
+
+class SearchError(ValueError):
+    """A search that cannot run as configured (one line, exit code 2 in the CLI)."""
+
+
+def storage_url(storage: str | None) -> str:
+    """The storage a search writes: ``storage``, else $RESNAS_STORAGE, else sqlite:///resnas.db."""
+    return storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+@dataclass(frozen=True)
+class Search:
+    """One ``resnas search``: a space, where its study lives, and the budget of this run."""
+
+    space: Space
+    storage: str | None = None
+    study_name: str | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    trials: int | None = None  # the target: search trials the study should hold (``counted``) [the space's]
+    more: int | None = None  # instead of ``trials``: this many more than the study holds
+    timeout: float | None = None  # per run: no new trial starts after it
+    epochs: int | None = None  # overrides the space's epochs.max
+    seed: int | None = None
+    device: str | None = None
+    heartbeat: int | None = 60  # seconds between a trial's heartbeats; silent twice as long: lost (resnas.workers)
+    probe_max_gain: float | None = None  # prune before training when the probe's |gain| exceeds this
+    probe_max_deviation: float | None = None  # ... when |gain - the reference net's gain| exceeds this
+    grid: list[dict[str, Any]] | None = None  # the grid points this run covers [default: the space's whole grid]
+    confirm: int = 3  # after the budget, the best designs trained again with more seeds (0: none)
+    repeats: int = 2  # extra seeds per confirmed design
+    budget_epochs: int | None = None  # a target too: the study's candidate-epochs, confirmation included
+
+    def __post_init__(self) -> None:
+        given = [f"--{name}" for name, v in (("trials", self.trials), ("more", self.more),
+                                             ("budget-epochs", self.budget_epochs)) if v is not None]
+        if len(given) > 1:
+            raise SearchError(f"{given[0][2:]}: {' and '.join(given)} both set the run's budget; give one, not both")
+        if self.more is not None and self.space.sampler == "grid":
+            raise SearchError(f"more: space {self.space.name} is a grid, whose points are its budget; "
+                              "--trials N runs the first N")
+        if self.search_epochs is not None and self.search_epochs <= 0:
+            raise SearchError(f"budget-epochs: {self.budget_epochs} leaves nothing for the search after the "
+                              f"confirmation's {self.confirm_epochs} ({self.confirm} designs x {self.repeats} seeds "
+                              f"x {self.max_epochs} epochs); raise it, or lower --confirm")
+
+    @property
+    def name(self) -> str:
+        return self.study_name or self.space.name
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset or self.space.dataset
+
+    @property
+    def max_epochs(self) -> int:
+        return self.epochs or self.space.max_epochs
+
+    @property
+    def min_epochs(self) -> int:
+        return min(self.space.min_epochs, self.max_epochs)
+
+    @property
+    def run_seed(self) -> int:
+        """The run's seed: ``--seed``, else the space's."""
+        return self.seed if self.seed is not None else self.space.seed
+
+    @property
+    def heartbeat_seconds(self) -> int:
+        """Seconds between heartbeats (60 when none is set); silent twice as long, a worker is lost."""
+        return self.heartbeat or 60
+
+    @property
+    def confirm_epochs(self) -> int:
+        """The confirmation's cost at most: confirm designs x repeats x the full budget."""
+        return self.confirm * self.repeats * self.max_epochs
+
+    @property
+    def search_epochs(self) -> int | None:
+        """The part of --budget-epochs left for the search once the confirmation is reserved."""
+        return None if self.budget_epochs is None else self.budget_epochs - self.confirm_epochs
+
+    @property
+    def storage_url(self) -> str:
+        return storage_url(self.storage)

@@ -1,0 +1,301 @@
+"""The runners that fill a search's study: in this process, one worker process per device, or under
+``accelerate launch`` (every rank trains each trial together); :func:`run` picks one.
+
+    >>> from resnas.config import Search
+    >>> from resnas.space import load_space
+    >>> study = run(Search(load_space("default"), trials=4), Progress())   # doctest: +SKIP
+
+What reports progress (a display) is handed to the runner as a :class:`Progress`, never stored on the
+:class:`~resnas.config.Search`: worker processes report through the study, which ``Progress.poll`` follows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+import torch
+import torch.distributed as dist
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+from optuna.trial import TrialState
+from optuna_integration import TorchDistributedTrial
+
+from .budget import Budget, Target, budget
+from .config import Search, SearchError
+from .data import load_data
+from .errors import first_line
+from .fidelity import FidelityCheck
+from .kept import keep_top_weights
+from .objective import Objective, Surplus, end_if_surplus
+from .results import write_note
+from .storage import StudyError, artifact_store, disk_note, local_file, mask_url, quiet
+from .study import enqueue_confirmation, enqueued_only, open_study, prepare, quiet_logs
+
+__all__ = ["Progress", "devices", "distributed", "run", "run_distributed", "run_search", "run_workers"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a run reports to (a display); every hook optional. Worker processes report nothing themselves:
+    the parent's ``poll(study)`` follows the study about every second."""
+
+    callbacks: tuple = ()  # optuna study callbacks: callback(study, frozen_trial) after every trial
+    on_epoch: Callable | None = None  # on_epoch(trial_number, EpochReport)
+    on_fidelity: Callable | None = None  # on_fidelity(Fidelity), when the fidelity check is made
+    on_budget: Callable | None = None  # on_budget(Budget), once the run knows what it adds to the study
+    poll: Callable | None = None  # poll(study), while worker processes run
+
+
+def distributed() -> bool:
+    """Under ``accelerate launch`` / ``torchrun`` with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def devices(names: str | None, workers: int | None) -> list[str]:
+    """The devices of ``--devices cuda:0,cuda:1`` or ``--workers N`` (N GPUs when there are, else N CPU
+    processes): one worker process each; [] runs trials in this process."""
+    if names:
+        found = [d.strip() for d in names.split(",") if d.strip()]
+        count = torch.cuda.device_count()
+        for d in found:
+            if d != "cpu" and not (d.startswith("cuda:") and d[5:].isdigit() and int(d[5:]) < count):
+                allowed = ", ".join(["cpu"] + [f"cuda:{i}" for i in range(count)])
+                raise SearchError(f"devices: {d!r} is not a device here; allowed: {allowed}")
+        if workers is not None and workers != len(found):
+            raise SearchError(f"workers: {workers} does not match the {len(found)} devices given")
+        return found
+    if workers is None:
+        return []
+    count = torch.cuda.device_count()
+    return [f"cuda:{i % count}" for i in range(workers)] if count else ["cpu"] * workers
+
+
+def run(search: Search, progress: Progress | None = None, devices: list[str] | None = None) -> optuna.Study | None:
+    """The runner the environment asks for: distributed under ``accelerate launch`` / ``torchrun``
+    (WORLD_SIZE > 1; None on the processes other than the main one), else one worker process per
+    device when ``devices`` are given, else trials in this process."""
+    if distributed():
+        return run_distributed(search, progress)
+    if devices:
+        return run_workers(search, devices, progress)
+    return run_search(search, progress)
+
+
+def run_search(search: Search, progress: Progress | None = None, enqueue: bool = True,
+               share: Budget | None = None) -> optuna.Study:
+    """Open (or resume) the study, run trials in this process until the study holds its target (``budget``;
+    a worker: its ``share`` of the parent's), then confirm the best designs with more seeds (``search.confirm``)."""
+    data = load_data(search.dataset_name, search.data_dir)
+    with _storage_writable(search.storage_url):
+        return _run_search(search, progress or Progress(), data, enqueue, share)
+
+
+def _run_search(search: Search, progress: Progress, data, enqueue: bool, share: Budget | None) -> optuna.Study:
+    study = open_study(search)
+    if enqueue:
+        prepare(study, search)
+    plan = share or _announce(budget(study, search), progress)
+    objective = Objective(search, data, artifact_store(search.storage_url), on_epoch=progress.on_epoch)
+    objective.queue_only = objective.queue_only or plan.queue
+    fidelity, target = FidelityCheck(search, progress.on_fidelity), Target(plan)
+    fidelity.apply(study)
+    started = time.monotonic()
+    with _frozen_heap():
+        if not plan.done:  # no n_trials: trials that do not count (a waiting confirmation run) add none
+            with enqueued_only(study, objective.queue_only):
+                study.optimize(objective, timeout=search.timeout, catch=(Exception,),
+                               callbacks=[fidelity, target, *progress.callbacks])
+        left = None if search.timeout is None else search.timeout - (time.monotonic() - started)
+        if (left is None or left > 0) and (n := enqueue_confirmation(study, search)):
+            objective.queue_only = True  # the confirmation runs its enqueued runs, nothing the sampler draws
+            with enqueued_only(study):
+                study.optimize(objective, n_trials=n, timeout=left, catch=(Exception,),
+                               callbacks=list(progress.callbacks))
+    keep_top_weights(study, objective.store, search.storage_url)  # exactly the top k, as confirmed
+    if objective.disk_full:
+        raise StudyError(f"search stopped: disk full? {objective.disk_full}")
+    write_note(study, search.space)
+    return study
+
+
+@contextlib.contextmanager
+def _storage_writable(url: str):
+    """A storage that cannot be written any more (a full disk) ends the run in one line; the trial it could
+    not record is left RUNNING, for the next run to find its worker dead and retry it (resnas.workers)."""
+    try:
+        yield
+    except (optuna.exceptions.StorageInternalError, OSError, AssertionError) as e:
+        # Optuna's "Should not reach." assertion stands in front of the storage error that tell() raised
+        cause = e.__context__ if isinstance(e, AssertionError) else e
+        if cause is None:
+            raise
+        raise StudyError(f"storage: cannot write {mask_url(url)}: {first_line(cause)}"
+                         f"{disk_note(local_file(url), cause)}") from None
+
+
+def _announce(plan: Budget, progress: Progress) -> Budget:
+    if progress.on_budget is not None:
+        progress.on_budget(plan)
+    return plan
+
+
+@contextlib.contextmanager
+def _frozen_heap():
+    """Hide the objects alive now (torch, sympy, the data: ~500k) from the collector while trials run:
+    the collection after every trial (resnas.train) then costs milliseconds, not 0.4 s."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def run_workers(search: Search, devices: list[str], progress: Progress | None = None) -> optuna.Study:
+    """One worker process per device (``cuda:0``, ``cuda:1``, ... or ``cpu`` several times) on one study.
+
+    The study is created and a grid enqueued here, once; the run's budget (the trials the study lacks, or
+    the epochs) is shared out among the workers, which also share the study's target, then the
+    confirmation runs. ``progress.poll(study)`` is called about every second while they run (the CLI's
+    display); the workers report nothing themselves.
+    """
+    progress = progress or Progress()
+    load_data(search.dataset_name, search.data_dir)  # fail here, once, on missing data
+    study = open_study(search)
+    prepare(study, search)
+    plan = _announce(budget(study, search), progress)
+    if not plan.done:
+        _launch(search, devices, plan, progress.poll, study)
+    if enqueue_confirmation(study, search):
+        _launch(search, devices, Budget(None, queue=True), progress.poll, study)
+    keep_top_weights(study, artifact_store(search.storage_url), search.storage_url)  # workers that finished at once
+    write_note(study, search.space)
+    return study
+
+
+def _launch(search: Search, devices: list[str], plan: Budget, poll, study) -> None:
+    """Run ``plan`` shared out among one process per device; wait."""
+    def share(total: int | None, i: int) -> int | None:
+        return None if total is None else total // len(devices) + (i < total % len(devices))
+
+    threads = max(1, (os.cpu_count() or 1) // len(devices))
+    ctx = mp.get_context("spawn")  # CUDA and forked processes do not mix
+    queue = plan.queue or search.space.sampler == "grid"  # every worker takes waiting trials until none waits
+    workers = []
+    for i, device in enumerate(devices):
+        part = dataclasses.replace(plan, trials=None if queue else share(plan.trials, i),
+                                   epochs=share(plan.epochs, i))
+        if not part.done:
+            workers.append(ctx.Process(target=_worker, args=(_for_worker(search, device), part, device, threads),
+                                       daemon=True))
+    for w in workers:
+        w.start()
+    while any(w.is_alive() for w in workers):
+        for w in workers:
+            w.join(timeout=1.0 / len(workers))
+        if poll is not None:
+            poll(study)
+
+
+def run_distributed(search: Search, progress: Progress | None = None) -> optuna.Study | None:
+    """Under ``accelerate launch``: every process trains each trial together, the main one drives Optuna.
+
+    Suggestions, reports and pruning decisions go through ``optuna_integration.TorchDistributedTrial``,
+    so all ranks build the same candidate and stop it at the same epoch. Returns the study on the main
+    process and None on the others.
+    """
+    # joins the process group accelerate launch set up (on CPUs PartialState needs to be told so)
+    progress = progress or Progress()
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    data = load_data(search.dataset_name, search.data_dir)
+    store = artifact_store(search.storage_url) if state.is_main_process else None
+    objective = Objective(search, data, store, distributed=True, on_epoch=progress.on_epoch)
+    study, plan = None, Budget(0)
+    if state.is_main_process:  # the main process decides when to stop; the others follow (_drive)
+        study = open_study(search)
+        prepare(study, search)
+        plan = _announce(budget(study, search), progress)
+    fidelity = FidelityCheck(search, progress.on_fidelity)
+    with _frozen_heap():
+        if state.is_main_process:
+            fidelity.apply(study)
+        _drive(study, objective, Target(plan), [fidelity, *progress.callbacks])
+        n = enqueue_confirmation(study, search) if state.is_main_process else 0
+        objective.queue_only = True  # until the confirmation's queue is empty
+        _drive(study, objective, Target(Budget(None if n else 0)), list(progress.callbacks))
+    if state.is_main_process:
+        keep_top_weights(study, store, search.storage_url)
+        write_note(study, search.space)
+    dist.barrier()
+    dist.destroy_process_group()  # left to interpreter teardown, gloo's threads can abort a rank at exit
+    return study
+
+
+def _drive(study: optuna.Study | None, objective: Objective, target: Target, callbacks: list) -> None:
+    """Trials together on every rank until the main process (``study`` not None) reaches its ``target``
+    (or the queue runs empty); the main process decides, every rank follows."""
+    while _broadcast(study is None or not target.reached):
+        trial = _ask(study, objective.queue_only) if study is not None else None
+        if not _broadcast(study is None or trial is not None):
+            break  # the queue ran empty
+        try:
+            if _broadcast(study is not None and _surplus(trial)):
+                raise Surplus("a copy of another trial's job")  # every rank skips it; the main one recorded why
+            with quiet():  # its ExperimentalWarning, once per trial and process
+                distributed_trial = TorchDistributedTrial(trial)
+            values, trial_state = objective(distributed_trial, real_trial=trial), TrialState.COMPLETE
+        except optuna.TrialPruned:
+            values, trial_state = None, TrialState.PRUNED
+        except Exception:  # recorded by the objective; the search goes on
+            values, trial_state = None, TrialState.FAIL
+        if study is not None:
+            frozen = study.tell(trial, values, state=trial_state)
+            target.add(study, frozen)
+            for callback in callbacks:
+                callback(study, frozen)
+        dist.barrier()
+
+
+def _ask(study: optuna.Study, queue_only: bool) -> optuna.Trial | None:
+    """A new trial; None when only enqueued ones may run and none waits."""
+    with enqueued_only(study, queue_only):
+        return study.ask()
+    return None
+
+
+def _surplus(trial: optuna.Trial) -> bool:
+    try:
+        end_if_surplus(trial)
+        return False
+    except Surplus:
+        return True
+
+
+def _broadcast(value):
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _for_worker(search: Search, device: str) -> Search:
+    """The search one worker process runs, on its device; the confirmation is the parent's, after every
+    worker has finished."""
+    return dataclasses.replace(search, storage=search.storage_url, study_name=search.name, confirm=0, device=device)
+
+
+def _worker(search: Search, share: Budget, device: str, threads: int) -> None:
+    if device.startswith("cuda"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.partition(":")[2] or "0"
+    else:
+        os.environ["ACCELERATE_USE_CPU"] = "1"
+        torch.set_num_threads(threads)
+    quiet_logs()
+    run_search(search, enqueue=False, share=share)
