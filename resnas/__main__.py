@@ -1,5 +1,6 @@
 import sys
 
 from .cli import main
+from .ranks import end_process
 
-sys.exit(main())
+sys.exit(end_process(main()))

@@ -116,32 +116,43 @@ def _victim_trial(trials: list, pid: int):
     return None
 
 
+def _start(argv: list[str], cwd, env, name: str) -> subprocess.Popen:
+    """``argv`` started with its stderr in ``cwd/name.stderr`` (a file: a pipe nobody reads can fill and block)."""
+    with open(Path(cwd) / f"{name}.stderr", "wb") as err:
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _stderr(cwd) -> str:
+    """Every process's whole stderr under ``cwd``: each search's, and each rank's that accelerate launch wrote
+    (``--log_dir``: <launch>/attempt_0/<rank>/stderr.log)."""
+    files = sorted(Path(cwd).glob("*.stderr")) + sorted(Path(cwd).glob("**/stderr.log"))
+    return "\n".join(f"==== {f.relative_to(cwd)}\n{f.read_text(errors='replace')}" for f in files)
+
+
 def _chaos(url: str, space, cwd, command=None, workers: int = 4, seed: int = 0, env=ENV) -> dict:
     """Start ``workers`` searches at once, SIGKILL one mid-trial, restart it, wait; check every promise."""
     command = command or [sys.executable, "-m", "resnas", "search"]
     argv = [*command, "--space", str(space), "--storage", url, "--confirm", "0", "--heartbeat", "1"]
-    procs = [subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(workers)]
+    procs = [_start(argv, cwd, env, f"worker{i}") for i in range(workers)]
     victim, started = random.Random(seed).randrange(workers), time.monotonic()
     try:
         while (killed := _victim_trial(trials := _trials(url), procs[victim].pid)) is None:
             assert procs[victim].poll() is None and time.monotonic() - started < 300, \
-                procs[victim].stderr.read().decode()[-2000:] if procs[victim].poll() is not None else "too slow"
+                _stderr(cwd) if procs[victim].poll() is not None else "too slow"
             time.sleep(0.05)
         before = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
         time.sleep(random.Random(seed).uniform(0, 0.1))
         killed_at = time.time()
         _kill_tree(procs[victim].pid)  # the launcher and its ranks alike
         procs[victim].wait(30)
-        restarted = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        restarted = _start(argv, cwd, env, "restarted")
         codes = {i: p.wait(300) for i, p in enumerate(procs)}
-        errors = [p.stderr.read().decode()[-2000:] for p in procs if p.returncode not in (0, -signal.SIGKILL)]
-        assert restarted.wait(300) == 0, restarted.stderr.read().decode()[-2000:]
+        assert restarted.wait(300) == 0, _stderr(cwd)
     finally:
         for p in procs:
             _kill_tree(p.pid)
     assert codes.pop(victim) == -signal.SIGKILL
-    assert all(code == 0 for code in codes.values()), errors
+    assert all(code == 0 for code in codes.values()), _stderr(cwd)
 
     trials = _trials(url)
     assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -203,7 +214,7 @@ def test_four_workers_one_killed_through_the_grpc_proxy(space, tmp_path):
 def test_a_trial_under_accelerate_launch_killed_and_resumed(space, tmp_path):
     launch = [shutil.which("accelerate", path=os.path.dirname(sys.executable)), "launch", "--multi_gpu",
               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", "0", "-m", "resnas", "search"]
+              "--main_process_port", "0", "--tee", "3", "--log_dir", str(tmp_path / "ranks"), "-m", "resnas", "search"]
     # one distributed search (2 ranks): the launcher and both ranks are killed, a new launch resumes
     _chaos(f"sqlite:///{tmp_path / 'ddp.db'}", space, tmp_path, command=launch, workers=1,
            env=dict(ENV, ACCELERATE_USE_CPU="1"))
