@@ -1,7 +1,7 @@
-"""How long ``--workers`` processes take to start: ``spawn`` (what resnas.search's runner uses) against
-``forkserver`` with resnas.search preloaded, where the platform has it.
+"""How long ``--workers`` processes take to start: ``spawn`` (what the runner used before) against
+``forkserver`` with resnas.runners preloaded (what it uses now, where the platform has it).
 
-Each measurement runs in a fresh parent interpreter that has imported resnas.search, as the CLI has; it
+Each measurement runs in a fresh parent interpreter that has imported resnas.runners, as the CLI has; it
 starts N worker processes through ``ctx.Process(target=..., daemon=True)`` as the runner does, twice (the
 search's launch, then the confirmation's), and times from ``start()`` to each worker's first line of
 work. Medians over ``--repeats`` parents, with the load (/proc/loadavg).
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-import resnas.search  # noqa: F401  # what a worker's target needs imported, as in the runner
+import resnas.runners  # noqa: F401  # what a worker's target needs imported, as in the runner
 
 
 def first_line(queue) -> None:
@@ -43,7 +43,7 @@ def launch(ctx, workers: int) -> list[float]:
 
 def parent(method: str, workers: int) -> dict:
     if method == "forkserver":
-        mp.set_forkserver_preload(["resnas.search"])
+        mp.set_forkserver_preload(["resnas.runners"])
     ctx = mp.get_context(method)
     return dict(search=launch(ctx, workers), confirmation=launch(ctx, workers))
 

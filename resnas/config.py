@@ -46,6 +46,7 @@ class Search:
     epochs: int | None = None  # overrides the space's epochs.max
     seed: int | None = None
     device: str | None = None
+    threads: int | None = None  # torch threads per training process [chosen from the free cores: resnas.threads]
     heartbeat: int | None = 60  # seconds between a trial's heartbeats; silent twice as long: lost (resnas.workers)
     probe_max_gain: float | None = None  # prune before training when the probe's |gain| exceeds this
     probe_max_deviation: float | None = None  # ... when |gain - the reference net's gain| exceeds this

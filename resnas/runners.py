@@ -38,8 +38,9 @@ from .objective import Objective, Surplus, end_if_surplus
 from .results import write_note
 from .storage import StudyError, artifact_store, disk_note, local_file, mask_url, quiet
 from .study import enqueue_confirmation, enqueued_only, open_study, prepare, quiet_logs
+from .threads import Threads, choose_threads, set_threads
 
-__all__ = ["Progress", "devices", "distributed", "run", "run_distributed", "run_search", "run_workers"]
+__all__ = ["Progress", "devices", "distributed", "run", "run_distributed", "run_search", "run_workers", "threads"]
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,17 @@ def run(search: Search, progress: Progress | None = None, devices: list[str] | N
     return run_search(search, progress)
 
 
+def threads(search: Search, devices: list[str] | None = None) -> Threads:
+    """The torch threads of each training process this run starts (``resnas.threads``): its ``line()`` is
+    what the CLI prints."""
+    return choose_threads(search.threads, workers=len(devices) if devices else None)
+
+
 def run_search(search: Search, progress: Progress | None = None, enqueue: bool = True,
                share: Budget | None = None) -> optuna.Study:
     """Open (or resume) the study, run trials in this process until the study holds its target (``budget``;
     a worker: its ``share`` of the parent's), then confirm the best designs with more seeds (``search.confirm``)."""
+    set_threads(search.threads)  # a worker's were chosen by its parent (_for_worker)
     data = load_data(search.dataset_name, search.data_dir)
     with _storage_writable(search.storage_url):
         return _run_search(search, progress or Progress(), data, enqueue, share)
@@ -186,15 +194,15 @@ def _launch(search: Search, devices: list[str], plan: Budget, poll, study) -> No
     def share(total: int | None, i: int) -> int | None:
         return None if total is None else total // len(devices) + (i < total % len(devices))
 
-    threads = max(1, (os.cpu_count() or 1) // len(devices))
-    ctx = mp.get_context("spawn")  # CUDA and forked processes do not mix
+    count = threads(search, devices).count
+    ctx = _context()
     queue = plan.queue or search.space.sampler == "grid"  # every worker takes waiting trials until none waits
     workers = []
     for i, device in enumerate(devices):
         part = dataclasses.replace(plan, trials=None if queue else share(plan.trials, i),
                                    epochs=share(plan.epochs, i))
         if not part.done:
-            workers.append(ctx.Process(target=_worker, args=(_for_worker(search, device), part, device, threads),
+            workers.append(ctx.Process(target=_worker, args=(_for_worker(search, device, count), part, device),
                                        daemon=True))
     for w in workers:
         w.start()
@@ -214,6 +222,7 @@ def run_distributed(search: Search, progress: Progress | None = None) -> optuna.
     """
     # joins the process group accelerate launch set up (on CPUs PartialState needs to be told so)
     progress = progress or Progress()
+    set_threads(search.threads)  # accelerate launch sets OMP_NUM_THREADS for its ranks: that, or --threads
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     data = load_data(search.dataset_name, search.data_dir)
     store = artifact_store(search.storage_url) if state.is_main_process else None
@@ -235,7 +244,7 @@ def run_distributed(search: Search, progress: Progress | None = None) -> optuna.
         keep_top_weights(study, store, search.storage_url)
         write_note(study, search.space)
     dist.barrier()
-    dist.destroy_process_group()  # left to interpreter teardown, gloo's threads can abort a rank at exit
+    dist.destroy_process_group()  # gloo's threads live on: the process ends without finalization (resnas.ranks)
     return study
 
 
@@ -285,17 +294,27 @@ def _broadcast(value):
     return box[0]
 
 
-def _for_worker(search: Search, device: str) -> Search:
-    """The search one worker process runs, on its device; the confirmation is the parent's, after every
-    worker has finished."""
-    return dataclasses.replace(search, storage=search.storage_url, study_name=search.name, confirm=0, device=device)
+def _for_worker(search: Search, device: str, count: int) -> Search:
+    """The search one worker process runs, on its device with its share of the threads; the confirmation is
+    the parent's, after every worker has finished."""
+    return dataclasses.replace(search, storage=search.storage_url, study_name=search.name, confirm=0, device=device,
+                               threads=count)
 
 
-def _worker(search: Search, share: Budget, device: str, threads: int) -> None:
+def _context():
+    """forkserver where the platform has it, preloaded with this module: torch, optuna and resnas are imported
+    once, in the server, instead of in every worker (spawn); never fork: CUDA and forked processes do not mix."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
+def _worker(search: Search, share: Budget, device: str) -> None:
     if device.startswith("cuda"):
         os.environ["CUDA_VISIBLE_DEVICES"] = device.partition(":")[2] or "0"
     else:
         os.environ["ACCELERATE_USE_CPU"] = "1"
-        torch.set_num_threads(threads)
     quiet_logs()
     run_search(search, enqueue=False, share=share)

@@ -3,9 +3,10 @@
 Torch's default (one thread per core of the machine) in every process slows a shared machine down by an
 order of magnitude; so does ignoring the other workers or ranks on the same cores. The choice, first that
 applies: ``--threads N``; ``OMP_NUM_THREADS`` (then ``MKL_NUM_THREADS``), which torch itself honours;
-else the usable cores (this process's CPU affinity, capped by a scheduler's allocation such as
-``SLURM_CPUS_PER_TASK``) divided among the processes sharing them (``--workers`` processes, or the ranks
-``accelerate launch`` / torchrun started on this machine, ``LOCAL_WORLD_SIZE``), at least one each.
+else the free cores (this process's CPU affinity, capped by a scheduler's allocation such as
+``SLURM_CPUS_PER_TASK``, less the whole cores the load average shows busy) divided among the processes
+sharing them (``--workers`` processes, or the ranks ``accelerate launch`` / torchrun started on this
+machine, ``LOCAL_WORLD_SIZE``), at least one each.
 Results are reproducible for a fixed thread count, not across thread counts.
 
     >>> from resnas.threads import set_threads
@@ -19,8 +20,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["SCHEDULER_VARIABLES", "THREAD_VARIABLES", "Threads", "choose_threads", "set_threads", "sharing_processes",
-           "usable_cores"]
+__all__ = ["SCHEDULER_VARIABLES", "THREAD_VARIABLES", "Threads", "busy_cores", "choose_threads", "set_threads",
+           "sharing_processes", "usable_cores"]
 
 SCHEDULER_VARIABLES = ("SLURM_CPUS_PER_TASK", "PBS_NP", "NSLOTS", "LSB_DJOB_NUMPROC")  # Slurm, PBS, SGE, LSF
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # those torch's default follows, in its order
@@ -63,6 +64,11 @@ def usable_cores(environ: Mapping[str, str] | None = None) -> int:
     return min(cores, allocation[1]) if allocation else cores
 
 
+def busy_cores() -> float:
+    """The machine's 1-minute load average: cores other jobs keep busy (0 where the platform has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
 def sharing_processes(workers: int | None = None, environ: Mapping[str, str] | None = None) -> tuple[int, str]:
     """How many training processes share this machine's cores, and who they are: the ranks of a launch on
     this machine (``LOCAL_WORLD_SIZE``), else ``workers`` worker processes, else this process alone."""
@@ -75,10 +81,11 @@ def sharing_processes(workers: int | None = None, environ: Mapping[str, str] | N
 
 
 def choose_threads(threads: int | None = None, workers: int | None = None, most: int | None = None,
-                   environ: Mapping[str, str] | None = None) -> Threads:
+                   environ: Mapping[str, str] | None = None, load: float | None = None) -> Threads:
     """One training process's thread count: ``threads`` (``--threads``) when given, else the environment's
     ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``, else its share of the usable cores, at least 1 and at most
-    ``most`` (the threads the work can use, None: no limit)."""
+    ``most`` (the threads the work can use, None: no limit). ``load`` (default: the load average) takes
+    its whole cores from the usable ones: threads waiting for a busy core made training 20x slower."""
     environ = os.environ if environ is None else environ
     cores = usable_cores(environ)
     if threads is not None:
@@ -89,17 +96,21 @@ def choose_threads(threads: int | None = None, workers: int | None = None, most:
         if (n := _positive(environ.get(name))) is not None:
             return Threads(n, cores, f"{name}={n}")
     processes, who = sharing_processes(workers, environ)
-    count = max(1, min(cores // processes, most or cores))
+    load = busy_cores() if load is None else load
+    free = max(1, cores - int(load))
+    count = max(1, min(free // processes, most or cores))
+    who += f", load {load:.1f}" if free < cores else ""
     allocation = _allocation(environ)
     capped = f", {allocation[0]}={allocation[1]}" if allocation and allocation[1] == cores else ""
     return Threads(count, cores, who + capped)
 
 
-def set_threads(threads: int | None = None, workers: int | None = None, most: int | None = None) -> Threads:
+def set_threads(threads: int | None = None, workers: int | None = None, most: int | None = None,
+                load: float | None = None) -> Threads:
     """Choose this process's thread count (:func:`choose_threads`) and give it to torch; returns the choice
     (its ``line()`` is what the CLI prints)."""
     import torch  # deferred: choosing needs no torch, and this module stays light to import
 
-    choice = choose_threads(threads, workers, most)
+    choice = choose_threads(threads, workers, most, load=load)
     torch.set_num_threads(choice.count)
     return choice

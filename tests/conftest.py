@@ -2,12 +2,15 @@
 
 import os
 
-import numpy as np
-import pytest
-import torch
+# One intra-op thread per test process and per process a test starts (they inherit it; resnas.threads
+# honours it): the tests' tiny nets gain little from more, and on a busy machine (or under pytest -n 2)
+# threads waiting for each other made a 6 s training take 170 s.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# One intra-op thread per test process: the tests' tiny nets gain little from more, and on a busy
-# machine (or under pytest -n 2) threads waiting for each other made a 6 s training take 170 s.
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
 torch.set_num_threads(1)
 
 

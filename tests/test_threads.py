@@ -14,7 +14,7 @@ CORES = len(os.sched_getaffinity(0))
 CHILD = """
 import json, sys, torch
 from resnas.threads import set_threads
-chosen = set_threads()
+chosen = set_threads(load=0)
 auto = [chosen.line(), torch.get_num_threads()]
 chosen = set_threads(threads=int(sys.argv[1]))
 print(json.dumps(dict(auto=auto, override=[chosen.line(), torch.get_num_threads()])))
@@ -58,24 +58,32 @@ def test_the_usable_cores_are_the_affinity_capped_by_the_allocation():
 
 
 def test_the_cores_are_divided_among_workers_at_least_one_each():
-    assert choose_threads(environ=_env()).count == CORES
-    assert choose_threads(workers=CORES, environ=_env()).line() == f"threads: 1 of {CORES} cores ({CORES} workers)"
-    assert choose_threads(workers=4 * CORES, environ=_env()).count == 1
-    assert choose_threads(workers=1, environ=_env()).line() == f"threads: {CORES} of {CORES} cores (1 process)"
-    assert choose_threads(most=1, environ=_env()).count == 1  # never more than the work can use
+    assert choose_threads(environ=_env(), load=0).count == CORES
+    assert choose_threads(workers=CORES, environ=_env(), load=0).line() == f"threads: 1 of {CORES} cores ({CORES} workers)"
+    assert choose_threads(workers=4 * CORES, environ=_env(), load=0).count == 1
+    assert choose_threads(workers=1, environ=_env(), load=0).line() == f"threads: {CORES} of {CORES} cores (1 process)"
+    assert choose_threads(most=1, environ=_env(), load=0).count == 1  # never more than the work can use
 
 
 def test_the_ranks_of_a_launch_on_this_machine_share_its_cores():
     ranks = _env(LOCAL_WORLD_SIZE=str(CORES))
-    assert choose_threads(environ=ranks).line() == f"threads: 1 of {CORES} cores ({CORES} ranks)"
-    assert choose_threads(workers=1, environ=_env(LOCAL_WORLD_SIZE="1")).count == CORES
+    assert choose_threads(environ=ranks, load=0).line() == f"threads: 1 of {CORES} cores ({CORES} ranks)"
+    assert choose_threads(workers=1, environ=_env(LOCAL_WORLD_SIZE="1"), load=0).count == CORES
 
 
 def test_threads_beats_omp_num_threads_which_beats_the_share():
     omp = _env(OMP_NUM_THREADS="5", LOCAL_WORLD_SIZE="2")
-    assert choose_threads(environ=omp).line() == f"threads: 5 of {CORES} cores (OMP_NUM_THREADS=5)"
-    assert choose_threads(environ=_env(MKL_NUM_THREADS="3")).count == 3
-    assert choose_threads(threads=2, environ=omp).line() == f"threads: 2 of {CORES} cores (--threads 2)"
-    assert choose_threads(environ=_env(OMP_NUM_THREADS="")).count == CORES  # empty: unset, as torch reads it
+    assert choose_threads(environ=omp, load=0).line() == f"threads: 5 of {CORES} cores (OMP_NUM_THREADS=5)"
+    assert choose_threads(environ=_env(MKL_NUM_THREADS="3"), load=0).count == 3
+    assert choose_threads(threads=2, environ=omp, load=0).line() == f"threads: 2 of {CORES} cores (--threads 2)"
+    assert choose_threads(environ=_env(OMP_NUM_THREADS=""), load=0).count == CORES  # empty: unset, as torch reads it
     with pytest.raises(ValueError, match="at least 1"):
-        choose_threads(threads=0, environ=_env())
+        choose_threads(threads=0, environ=_env(), load=0)
+
+
+def test_cores_the_load_average_shows_busy_are_not_used():
+    assert choose_threads(environ=_env(), load=CORES - 0.5).count == max(1, CORES - int(CORES - 0.5))
+    busy = choose_threads(environ=_env(), load=CORES + 3)  # a second job on every core: one thread, said why
+    assert busy.count == 1 and busy.line() == f"threads: 1 of {CORES} cores (1 process, load {CORES + 3:.1f})"
+    assert choose_threads(environ=_env(), load=0.9).count == CORES  # a little background load leaves them all
+    assert choose_threads(threads=2, environ=_env(), load=50).count == 2  # --threads is what the user asked for
