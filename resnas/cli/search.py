@@ -103,9 +103,9 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
             try:  # distributed under accelerate launch / torchrun
                 study = run(job, device_list, poll=lambda s: _poll(display, s))
             except KeyboardInterrupt:
+                again = hints.search_again(plan[0] if plan else None)
                 raise Interrupted("the running trial is recorded as failed (interrupted) and is retried from its "
-                                  f"last epoch; continue with: {hints.search_again(plan[0] if plan else None)}") \
-                    from None
+                                  f"last epoch; continue with: {again}") from None
         if study is None:  # a distributed run's process other than the main one
             return
     except USER_ERRORS as e:
