@@ -7,11 +7,32 @@ Importing resnas registers its networks with timm::
     >>> model = timm.create_model("preact_resnet164")
 """
 
-from . import zoo  # registers the models with timm
-from .network import ResNet, build, count_macs, count_params
-from .spec import ArchSpec
-from .units import PLACEMENTS, SHORTCUTS, ResidualUnit
+import importlib
+import os
+import sys
 
 __all__ = ["ArchSpec", "ResNet", "ResidualUnit", "PLACEMENTS", "SHORTCUTS", "build", "count_macs",
            "count_params", "zoo"]
 __version__ = "0.1.0"
+
+_HOME = {"ArchSpec": "spec", "ResNet": "network", "build": "network", "count_macs": "network",
+         "count_params": "network", "PLACEMENTS": "units", "SHORTCUTS": "units", "ResidualUnit": "units", "zoo": "zoo"}
+
+
+def _the_command() -> bool:
+    """Whether this interpreter runs the ``resnas`` command (its console script, ``python -m resnas``): its
+    commands import the zoo where they need it, so ``resnas --help`` does without torch and timm."""
+    argv = getattr(sys, "orig_argv", None) or getattr(sys, "argv", None) or [""]
+    return os.path.basename(sys.argv[0] if getattr(sys, "argv", None) else "") == "resnas" or \
+        any(a == "-m" and b == "resnas" for a, b in zip(argv, argv[1:]))
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        module = importlib.import_module(f".{_HOME[name]}", __name__)
+        return module if name == "zoo" else getattr(module, name)
+    raise AttributeError(f"module 'resnas' has no attribute {name!r}")
+
+
+if not _the_command():
+    from . import zoo  # noqa: F401  registers the models with timm

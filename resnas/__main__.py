@@ -1,6 +1,5 @@
 import sys
 
 from .cli import main
-from .ranks import end_process
 
-sys.exit(end_process(main()))
+sys.exit(main())

@@ -10,25 +10,16 @@ What reports progress is no setting: it is handed to the runner (:class:`resnas.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from .space import Space
-from .storage import DEFAULT_STORAGE
+from .storage import storage_url
 
-__all__ = ["STORAGE_ENV", "Search", "SearchError", "storage_url"]
-
-STORAGE_ENV = "RESNAS_STORAGE"  # the storage URL when none is given
-
+__all__ = ["Search", "SearchError"]
 
 class SearchError(ValueError):
     """A search that cannot run as configured (one line, exit code 2 in the CLI)."""
-
-
-def storage_url(storage: str | None) -> str:
-    """The storage a search writes: ``storage``, else $RESNAS_STORAGE, else sqlite:///resnas.db."""
-    return storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
 
 
 @dataclass(frozen=True)

@@ -39,12 +39,13 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from .errors import first_line
+from .zoo import CIFAR10_MEAN, CIFAR10_STD
 
 SPLITS = ("train", "val", "test")
 SPLIT_SEED = 0  # the split is part of the data set: fixed, whatever the training seed
 
 CIFAR_STATS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 

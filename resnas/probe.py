@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from .network import build
 from .spec import ArchSpec, default_shortcut
 from .units import SHORTCUTS, ResidualUnit, Shortcut
+from .zoo import spec_of
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,24 @@ def short_labels(specs: list[str]) -> list[str]:
     tokens = [s.split(",") for s in specs]
     common = set.intersection(*map(set, tokens)) if len(specs) > 1 else set()
     return [",".join(t for t in ts if t not in common) or s for ts, s in zip(tokens, specs)]
+
+
+def labelled_specs(names: tuple[str, ...] | list[str], drawn: list[ArchSpec] = (), **fixed) -> dict:
+    """The specs to probe by their strings, each with its label: the registered names or spec strings as typed
+    (with ``fixed`` fields set), then ``drawn`` (a space's points), labelled by the tokens that set them apart.
+
+        >>> list(labelled_specs(["depth=8,act=original"]).values())[0][1]
+        'depth=8,act=original'
+    """
+    labelled = {}
+    for name in names:
+        spec = spec_of(name).replace(**fixed)
+        labelled.setdefault(str(spec), (spec, name))
+    for spec, label in zip(drawn, short_labels([str(s) for s in drawn])):
+        labelled.setdefault(str(spec), (spec, label))
+    if not labelled:
+        raise ValueError("probe: give one or more specs (or registered names), or --space NAME|FILE")
+    return labelled
 
 
 PLOT_EXTRA = "resnas[plot]"  # pyproject's extra that installs matplotlib

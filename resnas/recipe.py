@@ -12,7 +12,9 @@ from typing import Any
 
 from .data import DATASETS
 
-__all__ = ["RECIPES", "SCHEDULES", "Recipe", "dataset_recipe", "design_seed", "search_recipe"]
+__all__ = ["RECIPES", "SCHEDULES", "SEED_MAX", "Recipe", "dataset_recipe", "design_seed", "search_recipe"]
+
+SEED_MAX = 2**32 - 1  # a seed's largest value: what numpy's and Optuna's samplers accept
 
 SCHEDULES = ("step", "cosine")
 

@@ -22,10 +22,11 @@ from typing import Any
 
 from .errors import first_line
 from .files import CONFIG, WEIGHTS
+from .space import SpaceError, load_space
 
 __all__ = ["ARTIFACT_FILES", "INTERRUPTED", "Status", "StudyRecord", "TrialRecord",
            "duplicate_reason", "epochs_spent", "error_reason", "lost_reason", "probe_deviation_reason", "probe_reason",
-           "pruned_reason", "status_of", "trained"]
+           "pruned_reason", "status_of", "study_space", "trained"]
 
 
 class Status(str, enum.Enum):
@@ -180,3 +181,14 @@ class StudyRecord:
     def from_study(cls, study) -> StudyRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in study.user_attrs.items() if k in known})
+
+
+def study_space(study):
+    """The space a study was made from (its file, else the built-in of its name), or None when gone."""
+    made = StudyRecord.from_study(study)
+    for source in filter(None, (made.space_file, made.space)):
+        try:
+            return load_space(source)
+        except SpaceError:  # moved or broken since: the next source, else the specs in full
+            continue
+    return None

@@ -24,7 +24,8 @@ import math
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,9 @@ from .spec import CONVS_PER_UNIT, SHORTCUTS, ArchSpec
 from .study import open_study
 from .train import Diverged, default_precision, evaluate, train_epoch
 
-__all__ = ["FAIL", "PAPER_EPOCHS", "QUICK_DEPTH_SCALE", "QUICK_EPOCHS", "QUICK_WIDTH_SCALE", "STORAGE_FILE", "TABLES",
-           "Estimate", "Planned", "ReproduceError", "Reproduction", "Row", "TableRun", "agreement", "epoch_seconds",
-           "ranks", "row_key", "scaled_space", "table_rows", "to_markdown", "write"]
+__all__ = ["FAIL", "PAPER_EPOCHS", "QUICK_DEPTH_SCALE", "QUICK_EPOCHS", "QUICK_WIDTH_SCALE", "TABLES", "Estimate",
+           "ReproduceError", "Reproduction", "Row", "TableRun", "agreement", "epoch_seconds", "ranks",
+           "row_key", "scaled_space", "table_rows", "to_markdown", "write"]
 
 FAIL = 0.20  # the paper's "fail": test error above 20%
 NOT_RUN = "not run"  # a run the table does not hold yet
@@ -106,7 +107,7 @@ class Reproduction:
     seed: int = 0
     probe_batch: int = 32
     output: str | None = None  # where TABLE.md / TABLE.csv go (after every finished run too), and the study
-    callbacks: list = field(default_factory=list)  # optuna study callbacks
+    threads: int | None = None  # torch threads of the training [chosen from the free cores: resnas.threads]
 
     def __post_init__(self) -> None:
         if self.table not in TABLES:
@@ -261,6 +262,12 @@ class Estimate:
         left = " left" if done else ""
         return f"{head}{done}, about {duration(self.seconds)}{left} on this machine (measured {self.steps} steps a row)"
 
+    def left(self, work: float, elapsed: float) -> str:
+        """``about 7 min left``: the estimate's seconds not yet done (``work`` of them are), scaled by how the
+        ``elapsed`` seconds compare with that work."""
+        rest = max(0.0, self.seconds - work)
+        return f"about {duration(rest * elapsed / work if work else rest)} left"
+
 
 def duration(seconds: float) -> str:
     """``40 s``, ``12 min``, ``9.2 h``."""
@@ -299,17 +306,18 @@ class TableRun:
     """A reproduction under way: its rows, its study, and the table so far, written to ``job.output`` after
     every finished run and on Ctrl-C. ``on_epoch(row, report)`` and ``on_run(row, trial)`` follow it."""
 
-    def __init__(self, job: Reproduction):
+    def __init__(self, job: Reproduction, on_epoch: Callable[[Planned, Any], None] | None = None,
+                 on_run: Callable[[Planned, Any], None] | None = None):
         self.job, self.data = job, load_data(job.dataset, job.data_dir)
         self.planned = _plan(job, self.data)
         self.search = Search(job.space, storage=job.storage_url, study_name=job.study_name(), dataset=job.dataset,
-                             data_dir=job.data_dir, epochs=job.epochs, seed=job.seed,
+                             data_dir=job.data_dir, epochs=job.epochs, seed=job.seed, threads=job.threads,
                              grid=[p.point for p in self.planned], confirm=len(self.planned), repeats=job.repeats - 1)
         self.gains: dict[int, float] = {}
         self.seconds: dict[int, float] = {}  # estimated seconds per epoch, by row number
         self.study = None
         self.written: tuple[Path, Path] | None = None
-        self.on_epoch = self.on_run = None
+        self.on_epoch, self.on_run = on_epoch, on_run
         self._start, self._numbers = time.perf_counter(), {}  # trial number -> row
 
     def estimate(self, steps: int = 3) -> Estimate:
@@ -333,7 +341,7 @@ class TableRun:
             self.estimate()
         self._start = time.perf_counter()
         try:
-            run_search(self.search, Progress(callbacks=(self._finished, *self.job.callbacks), on_epoch=self._epoch))
+            run_search(self.search, Progress(callbacks=(self._finished,), on_epoch=self._epoch))
         finally:  # Ctrl-C too: the table so far
             self.write()
         return self.rows()
@@ -381,11 +389,6 @@ def _plan(job: Reproduction, data: Data) -> list[Planned]:
     by_key = {row_key(job.table, s): (s, p) for s, p in zip(specs, space.grid_points())}
     return [Planned(i, label, *by_key[key], paper) for i, (label, key, paper) in enumerate(TABLES[job.table], start=1)
             if not job.rows or i in job.rows]
-
-
-def run(job: Reproduction) -> list[Row]:
-    """Train every selected row ``job.repeats`` times in one study (resumed when it exists); the rows."""
-    return TableRun(job).run()
 
 
 def _freeze(params: dict[str, Any]) -> tuple:

@@ -35,12 +35,13 @@ from .errors import first_line
 from .fidelity import FidelityCheck
 from .kept import keep_top_weights
 from .objective import Objective, Surplus, end_if_surplus
+from .ranks import in_launch
 from .results import write_note
 from .storage import StudyError, artifact_store, disk_note, local_file, mask_url, quiet
 from .study import enqueue_confirmation, enqueued_only, open_study, prepare, quiet_logs
 from .threads import Threads, choose_threads, set_threads
 
-__all__ = ["Progress", "devices", "distributed", "run", "run_distributed", "run_search", "run_workers", "threads"]
+__all__ = ["Progress", "devices", "run", "run_distributed", "run_search", "run_workers", "threads"]
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,6 @@ class Progress:
     on_fidelity: Callable | None = None  # on_fidelity(Fidelity), when the fidelity check is made
     on_budget: Callable | None = None  # on_budget(Budget), once the run knows what it adds to the study
     poll: Callable | None = None  # poll(study), while worker processes run
-
-
-def distributed() -> bool:
-    """Under ``accelerate launch`` / ``torchrun`` with more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def devices(names: str | None, workers: int | None) -> list[str]:
@@ -83,17 +79,17 @@ def run(search: Search, progress: Progress | None = None, devices: list[str] | N
     """The runner the environment asks for: distributed under ``accelerate launch`` / ``torchrun``
     (WORLD_SIZE > 1; None on the processes other than the main one), else one worker process per
     device when ``devices`` are given, else trials in this process."""
-    if distributed():
+    if in_launch():
         return run_distributed(search, progress)
     if devices:
         return run_workers(search, devices, progress)
     return run_search(search, progress)
 
 
-def threads(search: Search, devices: list[str] | None = None) -> Threads:
-    """The torch threads of each training process this run starts (``resnas.threads``): its ``line()`` is
-    what the CLI prints."""
-    return choose_threads(search.threads, workers=len(devices) if devices else None)
+def threads(requested: int | None, devices: list[str] | None = None) -> Threads:
+    """The torch threads of each training process a run on ``devices`` starts (``resnas.threads``;
+    ``requested``: --threads): its ``line()`` is what the CLI prints."""
+    return choose_threads(requested, workers=len(devices) if devices else None)
 
 
 def run_search(search: Search, progress: Progress | None = None, enqueue: bool = True,
@@ -194,7 +190,7 @@ def _launch(search: Search, devices: list[str], plan: Budget, poll, study) -> No
     def share(total: int | None, i: int) -> int | None:
         return None if total is None else total // len(devices) + (i < total % len(devices))
 
-    count = threads(search, devices).count
+    count = threads(search.threads, devices).count
     ctx = _context()
     queue = plan.queue or search.space.sampler == "grid"  # every worker takes waiting trials until none waits
     workers = []

@@ -25,7 +25,7 @@ import yaml
 
 from .data import DATASETS
 from .errors import one_line
-from .recipe import SCHEDULES, Recipe
+from .recipe import SCHEDULES, SEED_MAX, Recipe
 from .spec import (
     ACT_LETTERS,
     ACTS,
@@ -51,7 +51,6 @@ RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name != "sch
 # of ten lines stands for gigabytes)
 MAX_SPACE_SIZE = 2**20
 MAX_POINTS = 100_000  # points of a space (each range at both ends): each is checked when the space loads
-SEED_MAX = 2**32 - 1  # what numpy's and Optuna's samplers accept
 
 
 DEFAULT_TRIALS = 10  # the search's target for a space that names no ``trials:``

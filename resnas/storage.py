@@ -30,9 +30,9 @@ from sqlalchemy.engine import make_url
 
 from .errors import first_line
 
-__all__ = ["DASHBOARD", "DEFAULT_STORAGE", "GRPC", "JOURNAL", "StudyError", "artifact_root", "artifact_store",
-           "dashboard_server", "disk_note", "existing_storage", "grpc_storage", "load_study", "local_file", "mask_url",
-           "open_storage", "proxy_server", "quiet", "remove_artifacts"]
+__all__ = ["DASHBOARD", "DEFAULT_STORAGE", "StudyError", "artifact_root", "artifact_store", "dashboard_server",
+           "disk_note", "existing_storage", "load_study", "local_file", "mask_url", "open_storage", "proxy_server",
+           "quiet", "remove_artifacts", "shares_storage", "storage_url"]
 
 DEFAULT_STORAGE = "sqlite:///resnas.db"
 DASHBOARD = "optuna-dashboard"  # the web UI that serves a storage and its artifacts (resnas dashboard)
@@ -311,7 +311,7 @@ def remove_artifacts(store, artifact_ids) -> None:
 
 def existing_storage(storage: str | None) -> str:
     """The storage URL to read; an SQLite or journal file must already exist (reading never creates one)."""
-    url = storage or DEFAULT_STORAGE
+    url = storage_url(storage)
     db = local_file(url)
     if db is not None and not db.exists():
         raise StudyError(f"storage: {db} does not exist; run resnas search first or pass --storage")
@@ -394,7 +394,7 @@ def proxy_server(url: str | None, host: str, port: int):
     Checked before it is returned: grpcio is there, the storage opens (as :func:`open_storage`: SQLite in
     WAL mode, PostgreSQL's timeouts) and nothing listens on the port yet.
     """
-    url = url or DEFAULT_STORAGE
+    url = storage_url(url)
     if not url.startswith(("sqlite", "postgresql", "mysql")):  # Optuna's proxy serves no journal (optuna#6084)
         raise StudyError(f"storage-proxy: serves sqlite:///, postgresql:// or mysql:// storages, not {mask_url(url)}")
     _require_grpc()
@@ -422,3 +422,15 @@ def _check_port_free(host: str, port: int) -> None:
             s.bind(address)
     except OSError as e:
         raise StudyError(f"storage-proxy: cannot listen on {host}:{port}: {e.strerror or first_line(e)}") from None
+
+
+def storage_url(storage: str | None) -> str:
+    """The storage a command or search uses: ``storage``, else ``$RESNAS_STORAGE``, else ``DEFAULT_STORAGE``
+    (the one place that reads the variable)."""
+    return storage or os.environ.get("RESNAS_STORAGE") or DEFAULT_STORAGE
+
+
+def shares_storage(study: optuna.Study) -> bool:
+    """Whether the storage a study lives in holds other studies too (asked of the storage it was opened
+    with, not reopened)."""
+    return len(optuna.get_all_study_names(study._storage)) > 1

@@ -33,8 +33,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from rich.console import Console
-from rich.progress import Progress
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.optim.lr_scheduler import ChainedScheduler, ConstantLR, CosineAnnealingLR, MultiStepLR
@@ -142,15 +140,19 @@ def train(model: ArchSpec | str | nn.Module, data: Data, epochs: int, recipe: Re
           seed: int = 0, on_epoch: Callable[[EpochReport], bool | None] | None = None,
           checkpoint_dir: str | os.PathLike | None = None, mixed_precision: str | None = None,
           channels_last: bool | None = None, torch_compile: bool = False, test: bool = False,
-          progress: bool = False) -> TrainResult:
+          on_step: Callable[[int, int], None] | None = None, resume: bool | None = None) -> TrainResult:
     """Train ``model`` (a spec, its string, or a module) on ``data`` for ``epochs`` epochs.
 
     A spec is built for the data's channels and classes. With ``checkpoint_dir`` the state is saved
     after every epoch and a run finding a checkpoint there resumes from it. ``test`` also reports
-    the error on the test split at the end; ``progress`` shows a bar (plain lines when not a terminal).
+    the error on the test split at the end. ``on_step(done, total)`` follows the training iterations (of
+    epochs x steps per epoch); ``on_epoch`` and ``on_step`` are called on every process. ``resume`` applies
+    :func:`resumed_budget`'s rules to ``checkpoint_dir`` (None: a checkpoint there is continued silently).
     ``mixed_precision`` defaults to bf16 where the GPU has it, ``channels_last`` to on with CUDA.
     """
     recipe = recipe or Recipe()
+    if resume is not None and checkpoint_dir is not None:
+        resumed_budget(checkpoint_dir, epochs, recipe.schedule_epochs, resume)
     _check_budget(epochs, recipe)
     accelerator = Accelerator(mixed_precision=mixed_precision or default_precision(),
                               dataloader_config=DataLoaderConfiguration(non_blocking=True))
@@ -165,7 +167,7 @@ def train(model: ArchSpec | str | nn.Module, data: Data, epochs: int, recipe: Re
     start = time.perf_counter()
     try:
         status, reason, test_error = _fit(accelerator, model, data, epochs, recipe, run, history, on_epoch,
-                                          checkpoint_dir, torch_compile, test, progress)
+                                          checkpoint_dir, torch_compile, test, on_step)
     except torch.cuda.OutOfMemoryError as e:
         status, reason, test_error, model = "oom", first_line(e), None, None
     result = TrainResult(status, reason, len(history["train_loss"]), seconds=time.perf_counter() - start,
@@ -177,7 +179,7 @@ def train(model: ArchSpec | str | nn.Module, data: Data, epochs: int, recipe: Re
 
 
 def _fit(accelerator, model: nn.Module, data: Data, epochs: int, recipe: Recipe, run: dict, history: dict,
-         on_epoch, checkpoint_dir, torch_compile: bool, test: bool, progress: bool) -> tuple[str, str, float | None]:
+         on_epoch, checkpoint_dir, torch_compile: bool, test: bool, on_step) -> tuple[str, str, float | None]:
     """The training proper; fills ``history`` in place and returns (status, reason, test error)."""
     raw_model = model
     raw_optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
@@ -196,11 +198,12 @@ def _fit(accelerator, model: nn.Module, data: Data, epochs: int, recipe: Recipe,
     if path is not None and path.exists():
         history.update(load_checkpoint(path, raw_model, raw_optimizer, scheduler, generator, run))
 
-    bar = _Progress(accelerator, epochs, len(train_loader), enabled=progress)
+    steps, total = len(train_loader), epochs * len(train_loader)
     try:
         for epoch in range(len(history["train_loss"]), epochs):
             t0 = time.perf_counter()
-            loss = train_epoch(accelerator, model, train_loader, optimizer, scheduler, recipe.max_loss, bar.step)
+            step = _step_counter(on_step, epoch * steps, total)
+            loss = train_epoch(accelerator, model, train_loader, optimizer, scheduler, recipe.max_loss, step)
             val_error, val_loss = evaluate(accelerator, model, val_loader)
             report = EpochReport(epoch + 1, epochs, loss, val_error, val_loss, scheduler.get_last_lr()[0],
                                  time.perf_counter() - t0)
@@ -208,7 +211,6 @@ def _fit(accelerator, model: nn.Module, data: Data, epochs: int, recipe: Recipe,
             history["val_error"].append(val_error)
             history["val_loss"].append(val_loss)
             history["epoch_seconds"].append(report.seconds)
-            bar.epoch(report)
             if path is not None:
                 save_checkpoint(path, accelerator, raw_model, raw_optimizer, scheduler, generator, run, history)
             stop = _agreed_stop(accelerator, _ask(on_epoch, report))
@@ -216,8 +218,6 @@ def _fit(accelerator, model: nn.Module, data: Data, epochs: int, recipe: Recipe,
                 return stop.status, stop.reason, None
     except Diverged as e:
         return "diverged", str(e), None
-    finally:
-        bar.close()
     if not test or data.test is None:
         return "ok", f"trained {epochs} epochs", None
     test_loader = accelerator.prepare(data.loader("test", 2 * recipe.batch_size, device=accelerator.device))
@@ -309,32 +309,12 @@ def _agreed_stop(accelerator, stop: StopTraining | None) -> StopTraining | None:
     return stop or (StopTraining("stopped by on_epoch on another process") if anyone else None)
 
 
-class _Progress:
-    """A rich bar on a terminal, one plain line per epoch otherwise; only on the main process."""
-
-    def __init__(self, accelerator, epochs: int, steps: int, enabled: bool):
-        self.accelerator, self.bar = accelerator, None
-        self.enabled = enabled and accelerator.is_main_process
-        if self.enabled and Console().is_terminal:
-            self.bar = Progress(*Progress.get_default_columns())
-            self.task = self.bar.add_task("training", total=epochs * steps)
-            self.bar.start()
-
-    def step(self) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def epoch(self, r: EpochReport) -> None:
-        line = (f"epoch {r.epoch}/{r.epochs}  train loss {r.train_loss:.4f}  val error {r.val_error:.2%}  "
-                f"lr {r.lr:.4g}  {r.seconds:.1f}s")
-        if self.bar is not None:
-            self.bar.console.print(line, highlight=False)  # above the bar, which stays at the bottom
-        elif self.enabled:
-            print(line, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+def _step_counter(on_step, done: int, total: int) -> Callable[[], None]:
+    """``train_epoch``'s per-step hook: tells ``on_step`` the iterations done of ``total``."""
+    if on_step is None:
+        return lambda: None
+    count = iter(range(done + 1, total + 1))
+    return lambda: on_step(next(count, total), total)
 
 
 # ---- checkpoints: tensors in safetensors, everything else as JSON in its header ---------------------------
@@ -434,6 +414,43 @@ def checkpoint_run(path: Path) -> dict | None:
         return _read_checkpoint(path)[0]["run"]
     except (OSError, ValueError, KeyError):
         return None
+
+
+class ResumeError(ValueError):
+    """A checkpoint folder a run may not start or continue in; ``epochs`` is set when the run asked for more
+    epochs than its schedule (a longer run is another run: a caller may say how to start it)."""
+
+    def __init__(self, message: str, epochs: int | None = None):
+        super().__init__(message)
+        self.epochs = epochs
+
+
+def resumed_budget(checkpoint_dir: str | os.PathLike, epochs: int | None, schedule_epochs: int | None,
+                   resume: bool) -> tuple[int | None, int | None]:
+    """The (epochs, schedule_epochs) a run in ``checkpoint_dir`` trains: without ``resume`` a folder holding a
+    checkpoint is refused; with it, the run there continues on the schedule it started on, to its end unless
+    ``epochs`` stops it sooner. The lr steps at fractions of that schedule, so a run trained to its end has
+    already decayed its lr: more epochs would not make it a longer run, and are refused."""
+    folder = str(checkpoint_dir)
+    path = Path(folder) / CHECKPOINT
+    if path.exists() and not resume:
+        raise ResumeError(f"output: {folder} holds a checkpoint; pass --resume to continue it or choose another "
+                          "--output")
+    run = checkpoint_run(path) if resume else None
+    if run is None:
+        return epochs, schedule_epochs
+    schedule, held = int(run["schedule_epochs"]), checkpoint_epoch(path) or 0
+    if schedule_epochs is not None and schedule_epochs != schedule:
+        raise ResumeError(f"schedule-epochs: the run in {folder} is on a {schedule}-epoch schedule; another "
+                          "schedule is another run: give another --output")
+    epochs = epochs or schedule
+    if epochs > schedule:
+        raise ResumeError(f"epochs: --epochs {epochs} goes past the run's {schedule}-epoch schedule (its lr has "
+                          f"decayed; a run started with --schedule-epochs {epochs} extends to {epochs})", epochs)
+    if epochs < held:
+        raise ResumeError(f"epochs: the run in {folder} has trained {held} epochs already; --resume continues it "
+                          f"with --epochs {held} to {schedule}")
+    return epochs, schedule
 
 
 def _rng_state(generator: torch.Generator) -> dict:

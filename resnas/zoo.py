@@ -13,7 +13,7 @@ unit starts as its shortcut and even ResNet-1001 gives finite outputs in eval mo
 from typing import Any
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, create_model, generate_default_cfgs, register_model
 
 from .network import ResNet
 from .spec import ArchSpec, short_repr
@@ -112,3 +112,19 @@ def spec_of(name_or_spec: str) -> ArchSpec:
         return ArchSpec.parse(name_or_spec)
     raise ValueError(f"model: unknown name {short_repr(name_or_spec)}; allowed: {', '.join(ZOO)} or a spec string "
                      "such as 'depth=20,act=preact'")
+
+
+def resolve_model(name_or_spec: str, **kwargs: Any) -> ResNet:
+    """A registered name (``preact_resnet164``) or an ArchSpec string (``depth=20,act=preact``) as a network.
+
+    With the paper's initialization (``zero_init_last=False``) unless ``kwargs`` say otherwise, as
+    ``resnas.build``, the search and ``resnas reproduce`` do; a one-line ValueError for an unknown name.
+
+        >>> resolve_model("depth=8,widths=8-16-32").spec.depth
+        8
+    """
+    kwargs.setdefault("zero_init_last", False)
+    spec = spec_of(name_or_spec)
+    if name_or_spec in ZOO:
+        return create_model(name_or_spec, **kwargs)
+    return create_model("resnas_spec", spec=str(spec), **kwargs)

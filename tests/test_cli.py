@@ -54,3 +54,10 @@ def test_console_script_export_error_is_one_line_and_writes_nothing(tmp_path):
     assert run.stderr == (f"error: storage: {tmp_path}/none.db does not exist; "
                           "run resnas search first or pass --storage\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_storage_layer_reads_resnas_storage(tmp_path, monkeypatch, capsys):
+    missing = tmp_path / "from-env.db"
+    monkeypatch.setenv("RESNAS_STORAGE", f"sqlite:///{missing}")
+    assert main(["best"]) == 2
+    assert f"storage: {missing} does not exist" in capsys.readouterr().err

@@ -266,13 +266,6 @@ def test_out_of_range_seeds_are_one_line_before_any_study(argv, message, tmp_pat
     assert message in err and "Traceback" not in err and not db.exists()
 
 
-def test_a_high_worker_index_draws_a_valid_sampler_seed(tmp_path):
-    db = tmp_path / "w.db"  # SLURM array task ids run into the thousands
-    assert _search(tmp_path, db, "--worker-index", "5000", "--trials", "1", "--confirm", "0",
-                   text=TPE.replace("max: 3", "max: 1")) == 0
-    assert len(_study(db).trials) == 1
-
-
 def test_an_unknown_unit_with_a_depth_is_one_line(capsys):
     assert main(["summary", "unit=zzz,depth=20"]) == 2
     err = capsys.readouterr().err

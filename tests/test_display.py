@@ -14,7 +14,8 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 from rich.console import Console
 
-from resnas import cli
+from resnas.cli import display
+from resnas.cli.best import show_best
 from resnas.space import builtin_spaces, compact_spec, load_space
 from resnas.spec import _keys as spec_keys
 
@@ -92,16 +93,16 @@ def _rows(printed: str) -> dict[int, str]:
 
 
 def test_each_finished_trial_is_one_row_with_its_epoch(monkeypatch):
-    monkeypatch.setattr(cli, "console", _console())
-    display = cli.SearchDisplay(24, 9, live=False, space=DEFAULT)
+    monkeypatch.setattr(display, "console", _console())
+    shown = display.SearchDisplay(24, 9, live=False, space=DEFAULT)
     study = optuna.create_study()
     pruned = _trial(0, TrialState.PRUNED, "pruned", [0.7734], LONG, reason="pruned by successive_halving at epoch 1")
     done = _trial(1, TrialState.COMPLETE, "ok", [0.5, 0.1, 0.03125] + [0.03125] * 6,
                   LONG.replace("scale=0.925596638292661", "scale=0.5"))
     failed = _trial(2, TrialState.FAIL, "oom", [], LONG, reason="out of memory on cuda:0")
     for t in (pruned, done, failed):
-        display.on_trial(study, t)
-    printed = cli.console.file.getvalue()
+        shown.on_trial(study, t)
+    printed = display.console.file.getvalue()
     assert printed.splitlines()[0].split() == ["trial", "status", "epoch", "val", "error", "spec"]
     assert all(len(line) <= 80 for line in printed.splitlines()), printed
     rows = _rows(printed)
@@ -109,18 +110,18 @@ def test_each_finished_trial_is_one_row_with_its_epoch(monkeypatch):
                         rows[0]), printed  # the epoch it was pruned at, beside that epoch's error
     assert re.fullmatch(r"1 +ok +9/9 +3\.12% +depth=14,act=relu_preact,shortcut=scaling,scale=0\.5,f_scale=1", rows[1])
     assert re.fullmatch(r"2 +oom +0/9 +- +depth=14,.*f_scale=1 \(out of memory on cuda:0\)", rows[2]), printed
-    assert display.best == (0.03125, 1)  # the pruned trial's epoch-1 error is no candidate for the best
+    assert shown.best == (0.03125, 1)  # the pruned trial's epoch-1 error is no candidate for the best
 
 
 def test_in_a_terminal_rows_print_above_the_bar_and_no_trial_bar_is_left(monkeypatch):
-    monkeypatch.setattr(cli, "console", Console(file=io.StringIO(), width=80, force_terminal=True,
+    monkeypatch.setattr(display, "console", Console(file=io.StringIO(), width=80, force_terminal=True,
                                                 color_system=None))
     report = type("EpochReport", (), dict(epoch=1, val_error=0.5))()
-    with cli.SearchDisplay(3, 9, live=True, space=DEFAULT) as display:
-        display.on_epoch(0, report)
-        display.on_trial(None, _trial(0, TrialState.COMPLETE, "ok", [0.5, 0.0312], LONG))
-        display.on_epoch(1, report)  # trial 1 is training when the search ends
-    printed = cli.console.file.getvalue()
+    with display.SearchDisplay(3, 9, live=True, space=DEFAULT) as shown:
+        shown.on_epoch(0, report)
+        shown.on_trial(None, _trial(0, TrialState.COMPLETE, "ok", [0.5, 0.0312], LONG))
+        shown.on_epoch(1, report)  # trial 1 is training when the search ends
+    printed = display.console.file.getvalue()
     *before, last = printed.split("\x1b[2K")  # the live view's frames: the last is what stays on the screen
     assert re.search(r"0 +ok +2/9 +3\.12% +depth=14", "".join(before))  # the row, printed above the bars
     assert "trials" in last and "1/3" in last and "best 3.12% (trial 0)" in last
@@ -147,9 +148,9 @@ def _study_with_designs(tmp_path, n: int = 6):
 
 @pytest.mark.parametrize("width", [80, 120])
 def test_best_table_fits_the_width_in_percent(tmp_path, monkeypatch, width):
-    monkeypatch.setattr(cli, "console", _console(width))
-    cli._print_best(_study_with_designs(tmp_path), top=10)
-    printed = cli.console.file.getvalue()
+    monkeypatch.setattr(display, "console", _console(width))
+    show_best(_study_with_designs(tmp_path), top=10)
+    printed = display.console.file.getvalue()
     assert all(len(line) <= width for line in printed.splitlines()), printed
     assert "2.66 ± 0.80%" in printed and "3.12%" in printed  # mean ± sd over 3 seeds, and one seed
     assert "0.0266" not in printed and "0.0312" not in printed
@@ -170,11 +171,11 @@ def _assert_fields_whole(printed: str) -> None:
 def test_a_spec_wraps_only_after_its_commas():
     spec = "depth=14,act=relu_before_add,shortcut=exclusive_gate,gate_bias=-6"
     console = _console(24)
-    console.print(cli.SpecText(spec))
+    console.print(display.SpecText(spec))
     assert console.file.getvalue().splitlines() == ["depth=14,", "act=relu_before_add,", "shortcut=exclusive_gate,",
                                                     "gate_bias=-6"]
     console = _console(40)
-    console.print(cli.SpecText(spec))
+    console.print(display.SpecText(spec))
     assert console.file.getvalue().splitlines() == ["depth=14,act=relu_before_add,", "shortcut=exclusive_gate,"
                                                     "gate_bias=-6"]
 

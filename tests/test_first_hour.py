@@ -15,7 +15,7 @@ import torchvision.datasets.cifar
 from rich.console import Console
 
 import resnas
-import resnas.cli
+import resnas.cli.display
 from resnas.cli import main
 from resnas.config import Search
 from resnas.data import DataError, load_data
@@ -202,7 +202,7 @@ def test_summary_labels_the_stem_and_every_stage(model, last, capsys, monkeypatc
         assert run.returncode == 0, run.stderr
         out = run.stdout
     else:
-        monkeypatch.setattr(resnas.cli, "console", Console(width=200))
+        monkeypatch.setattr(resnas.cli.display, "console", Console(width=200))
         assert main(["summary", model]) == 0
         out = capsys.readouterr().out
     rows = _rows(out)

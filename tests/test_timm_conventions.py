@@ -13,11 +13,10 @@ from timm.layers import DropPath
 from timm.models import get_notrace_functions, get_notrace_modules
 
 from resnas import PLACEMENTS, ArchSpec, build
-from resnas.cli import resolve_model
 from resnas.probe import probe
 from resnas.train import _model as train_model
 from resnas.units import ResidualUnit, ZeroPad
-from resnas.zoo import ZOO
+from resnas.zoo import ZOO, resolve_model
 
 # torch's own notices when scripting (the deprecation, and one about GraphModule.__init__'s annotations)
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning",

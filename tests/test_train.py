@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from resnas.data import load_data
 from resnas.recipe import Recipe
-from resnas.train import CHECKPOINT, EpochReport, StopTraining, make_scheduler, train
+from resnas.train import CHECKPOINT, EpochReport, ResumeError, StopTraining, make_scheduler, resumed_budget, train
 
 TINY = "depth=8,widths=8-16-32"
 
@@ -106,6 +106,22 @@ def test_checkpoint_of_another_run_is_refused(digits, tmp_path):
     assert (tmp_path / CHECKPOINT).exists() and not (tmp_path / (CHECKPOINT + ".tmp")).exists()
     with pytest.raises(ValueError, match="belongs to another run .*recipe"):
         train(TINY, digits, epochs=2, recipe=Recipe.digits(schedule_epochs=2, lr=0.05), checkpoint_dir=tmp_path)
+
+
+def test_resume_rules_hold_in_the_python_api(digits, tmp_path):
+    steps = []
+    train(TINY, digits, epochs=1, recipe=Recipe.digits(schedule_epochs=2), checkpoint_dir=tmp_path,
+          on_step=lambda done, total: steps.append((done, total)))
+    assert [d for d, _ in steps] == list(range(1, steps[-1][1] + 1))  # every iteration of the run, in turn
+    with pytest.raises(ResumeError, match="holds a checkpoint; pass --resume"):
+        train(TINY, digits, epochs=2, recipe=Recipe.digits(schedule_epochs=2), checkpoint_dir=tmp_path, resume=False)
+    with pytest.raises(ResumeError, match="goes past the run's 2-epoch schedule") as past:
+        resumed_budget(tmp_path, 3, None, resume=True)
+    assert past.value.epochs == 3
+    with pytest.raises(ResumeError, match="on a 2-epoch schedule; another schedule is another run"):
+        resumed_budget(tmp_path, None, 4, resume=True)
+    assert resumed_budget(tmp_path, None, None, resume=True) == (2, 2)  # to the end of its own schedule
+    assert resumed_budget(tmp_path / "new", 5, None, resume=False) == (5, None)  # nothing there: as asked
 
 
 def test_on_epoch_can_prune_or_stop(digits):

@@ -7,6 +7,7 @@ from safetensors.torch import save_file
 from timm.optim import create_optimizer_v2
 
 from resnas import ArchSpec, build, count_macs, count_params
+from resnas.zoo import ZOO, resolve_model
 
 
 @pytest.mark.parametrize("name, params", [
@@ -172,3 +173,10 @@ def test_he_normal_init_and_no_conv_bias():
     assert all(c.bias is None for c in convs)
     big = model.stages[2][5].F.conv2  # 3x3, 64 -> 64: std = sqrt(2 / (9 * 64))
     assert abs(big.weight.std().item() - (2 / (9 * 64)) ** 0.5) < 0.005
+
+
+def test_resolve_model_takes_a_name_or_a_spec_with_the_papers_init():
+    assert resolve_model("preact_resnet110").spec == ZOO["preact_resnet110"]
+    assert resolve_model("depth=20,act=preact", num_classes=3).num_classes == 3
+    with pytest.raises(ValueError, match="model: unknown name 'resnet9'; allowed: preact_resnet110"):
+        resolve_model("resnet9")
