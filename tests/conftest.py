@@ -10,6 +10,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from _tiny import TINY  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -38,3 +39,10 @@ def pg_url():
             pytest.fail("CI must start PostgreSQL first: eval \"$(.ci/postgres)\"")
         pytest.skip("no PostgreSQL: eval \"$(.ci/postgres)\" starts one on 127.0.0.1")
     return url
+
+
+@pytest.fixture
+def space_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
