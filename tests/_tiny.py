@@ -1,6 +1,5 @@
 """The tiny digits search of several test files (study 'tiny'): its spaces and how to run and read it."""
 
-
 import optuna
 from optuna.trial import TrialState
 

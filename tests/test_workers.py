@@ -1,6 +1,5 @@
 """resnas.workers: worker processes share one study's queue and draw their own candidates."""
 
-
 from _tiny import GRID, SCALED, _ran, _search, _study
 from optuna.trial import TrialState
 
