@@ -3,11 +3,13 @@
 import json
 import statistics
 
+import optuna
 import pytest
 from _tinygrid import _search, _study
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 
 from resnas.cli import main
+from resnas.designs import ranked_designs, ranked_trials
 from resnas.recipe import design_seed
 
 
@@ -62,3 +64,15 @@ def test_a_single_seed_study_reads_n_1(tmp_path, capsys):
     assert main(["best", "--storage", f"sqlite:///{db}"]) == 0
     out = capsys.readouterr().out
     assert "best" in out and " ± " not in out
+
+
+def test_a_designs_runs_over_its_repeats_make_one_design_and_a_duplicate_none(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'd.db'}", study_name="d")
+    for value, spec, attrs in [(0.30, "a", {}), (0.10, "b", {}), (0.12, "b", {"repeat": 1, "confirms": 1}),
+                               (0.10, "b", {"duplicate_of": 1}), (0.11, "b", {"repeat": 2, "confirms": 1})]:
+        study.add_trial(create_trial(value=value, user_attrs=dict(attrs, spec=spec, status="ok")))
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs=dict(spec="c", status="pruned")))
+    assert [t.number for t in ranked_trials(study)] == [1, 4, 2, 0]
+    designs = ranked_designs(study)
+    assert [(d.spec, d.errors, d.trials) for d in designs] == [("b", [0.10, 0.12, 0.11], [1, 2, 4]), ("a", [0.30], [0])]
+    assert designs[0].n == 3 and designs[0].tied is True and designs[1].tied is None
