@@ -1,10 +1,11 @@
 """resnas.budget: the epoch budget of a search, confirmation included."""
 
 import optuna
-from _tinygrid import TPE, _search, _study
 from optuna.trial import TrialState, create_trial
 
 from resnas.budget import search_trials
+
+from _tinygrid import TPE, _search, _study
 
 
 def test_budget_epochs_stops_within_one_trial_confirmation_included(tmp_path, capsys):

@@ -4,10 +4,11 @@ import dataclasses
 import pickle
 
 import pytest
-from _tinygrid import GRID, TPE, _search, _study
 
 from resnas.config import Search, SearchError
 from resnas.space import parse_space
+
+from _tinygrid import GRID, TPE, _search, _study
 
 
 def test_the_python_api_refuses_what_the_cli_refuses_and_a_search_is_frozen_and_picklable():

@@ -5,12 +5,13 @@ import statistics
 
 import optuna
 import pytest
-from _tinygrid import _search, _study
 from optuna.trial import TrialState, create_trial
 
 from resnas.cli import main
 from resnas.designs import ranked_designs, ranked_trials
 from resnas.recipe import design_seed
+
+from _tinygrid import _search, _study
 
 
 def test_search_confirms_the_best_designs_with_more_seeds(tmp_path, capsys):

@@ -2,7 +2,6 @@
 
 import optuna
 import pytest
-from _tinygrid import GRID
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -10,6 +9,8 @@ from resnas.config import Search
 from resnas.fidelity import FIDELITY_LOW, FidelityCheck, check_fidelity
 from resnas.space import parse_space
 from resnas.study import rungs
+
+from _tinygrid import GRID
 
 SH = GRID.replace("pruner: none", "pruner: successive_halving").replace("epochs: {min: 1, max: 2}",
                                                                           "epochs: {min: 1, max: 9}")

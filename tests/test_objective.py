@@ -3,11 +3,12 @@
 import json
 
 import pytest
-from _tiny import TINY, _search, _study
-from _tinygrid import _search as _search_text
 from optuna.trial import TrialState
 
 from resnas.cli import main
+
+from _tiny import TINY, _search, _study
+from _tinygrid import _search as _search_text
 
 
 def test_a_design_drawn_again_is_not_retrained(tmp_path, capsys):

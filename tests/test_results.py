@@ -6,10 +6,11 @@ import optuna
 import pytest
 import timm
 import torch
-from _tiny import _search
 
 from resnas.cli import main
 from resnas.data import load_data
+
+from _tiny import _search
 
 
 def test_best_json_and_export_reload_through_timm(space_file, tmp_path, capsys):

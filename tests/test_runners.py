@@ -5,8 +5,9 @@ import sys
 
 import pytest
 import torch
-from _tiny import SCALED, _search, _study
 from optuna.trial import TrialState
+
+from _tiny import SCALED, _search, _study
 
 
 def test_search_records_trials_and_resumes(space_file, tmp_path, capsys):

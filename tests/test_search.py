@@ -8,11 +8,12 @@ import urllib.request
 
 import optuna
 import pytest
-from _dashboard import _dashboard_studies, _free_port
-from _tiny import GRID, _search
 from optuna.trial import TrialState
 
 from resnas.cli import main
+
+from _dashboard import _dashboard_studies, _free_port
+from _tiny import GRID, _search
 
 
 @pytest.mark.parametrize("argv, message", [

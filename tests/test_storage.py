@@ -6,12 +6,13 @@ import subprocess
 import sys
 
 import optuna
-from _dashboard import _dashboard_studies, _free_port
-from _tiny import GRID, _ran
 from optuna.trial import TrialState
 
 from resnas.cli import main
 from resnas.storage import open_storage
+
+from _dashboard import _dashboard_studies, _free_port
+from _tiny import GRID, _ran
 
 WORKERS, TRIALS = 4, 60
 

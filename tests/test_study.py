@@ -2,11 +2,12 @@
 
 import json
 
-from _tiny import GRID, TINY, _search, _study
 from optuna.trial import TrialState
 
 from resnas.cli import main
 from resnas.space import load_space
+
+from _tiny import GRID, TINY, _search, _study
 
 
 def test_grid_covers_every_point_once(tmp_path, capsys):

@@ -6,11 +6,12 @@ import sys
 import time
 
 import optuna
-from _tiny import GRID, SCALED, _ran, _search, _study
 from optuna.trial import TrialState
 
 from resnas.space import load_space
 from resnas.workers import grid_job, identity, is_alive, reap, surplus_reason
+
+from _tiny import GRID, SCALED, _ran, _search, _study
 
 
 def test_two_cpu_worker_processes_share_one_grid(tmp_path, capsys):
