@@ -11,6 +11,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from _tiny import TINY  # noqa: E402
+
 torch.set_num_threads(1)
 
 
@@ -38,3 +40,10 @@ def pg_url():
             pytest.fail("CI must start PostgreSQL first: eval \"$(.ci/postgres)\"")
         pytest.skip("no PostgreSQL: eval \"$(.ci/postgres)\" starts one on 127.0.0.1")
     return url
+
+
+@pytest.fixture
+def space_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path

@@ -2,7 +2,7 @@
 at a random moment and started again. Every worker exits 0 (or is the killed one), every grid point
 completes exactly once, nothing is left RUNNING or WAITING, no completed trial changes, and the killed
 trial is retried from its epoch checkpoint. On SQLite, journal, PostgreSQL and the gRPC proxy, and for a
-trial under ``accelerate launch`` (2 CPU ranks). Also the dead-worker rules themselves (resnas.workers).
+trial under ``accelerate launch`` (2 CPU ranks). The dead-worker rules themselves: test_workers.py.
 """
 
 import contextlib
@@ -20,8 +20,6 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-
-from resnas.workers import identity, is_alive, reap
 
 GRID = """
 name: chaos
@@ -234,36 +232,3 @@ def test_workers_started_together_without_an_index_draw_different_candidates(tmp
     assert 6 <= len(scales) <= 8 and len(set(scales)) == len(scales)  # the same seed once drew the same ones
 
 
-# ---- the rules of resnas.workers ------------------------------------------------------------------
-def _running_trial(study: optuna.Study, worker: dict, beat_age: float) -> int:
-    trial = study.ask()
-    trial.suggest_int("x", 0, 9)
-    trial.set_user_attr("worker", worker)
-    trial.set_user_attr("heartbeat", time.time() - beat_age)
-    return trial.number
-
-
-def test_dead_pid_here_at_once_stale_heartbeat_elsewhere_after_the_grace(tmp_path):
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'w.db'}", study_name="w")
-    me = identity()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    gone = dict(me, pid=int(dead.stdout), start=1)  # that pid has exited
-    reused = dict(me, start=(me["start"] or 0) + 1)  # this pid, but another process's start time
-    elsewhere = dict(me, machine="another-machine/pid:[1]")
-    numbers = {"me": _running_trial(study, me, beat_age=100), "gone": _running_trial(study, gone, beat_age=0),
-               "reused": _running_trial(study, reused, beat_age=0),
-               "far fresh": _running_trial(study, elsewhere, beat_age=0.5),
-               "far stale": _running_trial(study, elsewhere, beat_age=10)}
-    assert is_alive(me) is True and is_alive(gone) is False and is_alive(elsewhere) is None
-    assert sorted(reap(study, grace=5)) == sorted(numbers[k] for k in ("gone", "reused", "far stale"))
-    assert reap(study, grace=5) == []  # reaped once; a second reaper finds nothing
-    trials = study.get_trials(deepcopy=False)
-    assert [trials[numbers[k]].state for k in ("me", "far fresh")] == [TrialState.RUNNING] * 2
-    assert "its process is gone" in trials[numbers["gone"]].user_attrs["reason"]
-    assert "no heartbeat for 5 s" in trials[numbers["far stale"]].user_attrs["reason"]
-    retries = [t for t in trials if t.state == TrialState.WAITING]
-    assert sorted(t.user_attrs["retry_of"] for t in retries) == sorted(numbers[k] for k in ("gone", "reused", "far stale"))
-    # a trial whose worker died between ask() and its first heartbeat: stale from its start
-    bare = study.ask().number
-    time.sleep(0.3)
-    assert sorted(reap(study, grace=0.2)) == sorted([bare, numbers["far fresh"]])

@@ -132,6 +132,28 @@ def test_resume_of_a_damaged_checkpoint_is_one_line_and_keeps_it(tmp_path, capsy
     assert (out / CHECKPOINT).read_bytes() == damaged
 
 
+def test_corrupt_or_foreign_checkpoint_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "depth=8,widths=4-8-16", "--dataset", "digits", "--epochs", "1",
+                 "--output", str(out)]) == 0
+    ckpt = out / "checkpoint.safetensors"
+    good = ckpt.read_bytes()
+    capsys.readouterr()
+    # a checkpoint of another design
+    assert main(["train", "--model", "depth=14,widths=4-8-16", "--dataset", "digits", "--epochs", "1",
+                 "--output", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint:") and "another run" in err and err.count("\n") == 1
+    assert ckpt.read_bytes() == good
+    # a truncated one
+    ckpt.write_bytes(good[: len(good) // 2])
+    assert main(["train", "--model", "depth=8,widths=4-8-16", "--dataset", "digits", "--epochs", "2",
+                 "--output", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint:") and "unreadable" in err and err.count("\n") == 1
+    assert ckpt.read_bytes() == good[: len(good) // 2]
+
+
 def _cmd(space, url, *extra):
     return [sys.executable, "-m", "resnas", "search", "--space", str(space), "--storage", url, "--confirm", "0",
             *extra]
@@ -378,4 +400,3 @@ def test_two_searches_in_a_fresh_folder_at_once_both_finish(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], errors
     # the shared target of 2; a worker may pass it by the trial it was running when the other reached it
     assert len(optuna.load_study(study_name="r1", storage=url).trials) in (2, 3)
-

@@ -1,4 +1,5 @@
-"""Crashes, Ctrl-C, memory and hostile input: a search loses nothing and goes on."""
+"""A search killed (SIGKILL, also mid-checkpoint) or interrupted (Ctrl-C), thirty candidates in one process, a
+dashboard reading beside three workers: the search loses nothing, leaks no memory and goes on."""
 
 import os
 import signal
@@ -10,8 +11,6 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-
-from resnas.cli import main
 
 HERE = Path(__file__).parent
 GRID = """
@@ -196,28 +195,6 @@ def test_thirty_candidates_leave_no_growing_memory(tmp_path):
     # least-squares slope of RSS over trials 10-29 (the first ones warm caches and the allocator up)
     slope = linear_regression(range(10, 30), rss[10:]).slope
     assert slope < RSS_SLOPE_BOUND, f"RSS grows {slope:.3f} MiB per trial: {[round(r) for r in rss]}"
-
-
-def test_corrupt_or_foreign_checkpoint_is_refused_and_kept(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "--model", "depth=8,widths=4-8-16", "--dataset", "digits", "--epochs", "1",
-                 "--output", str(out)]) == 0
-    ckpt = out / "checkpoint.safetensors"
-    good = ckpt.read_bytes()
-    capsys.readouterr()
-    # a checkpoint of another design
-    assert main(["train", "--model", "depth=14,widths=4-8-16", "--dataset", "digits", "--epochs", "1",
-                 "--output", str(out), "--resume"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: checkpoint:") and "another run" in err and err.count("\n") == 1
-    assert ckpt.read_bytes() == good
-    # a truncated one
-    ckpt.write_bytes(good[: len(good) // 2])
-    assert main(["train", "--model", "depth=8,widths=4-8-16", "--dataset", "digits", "--epochs", "2",
-                 "--output", str(out), "--resume"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: checkpoint:") and "unreadable" in err and err.count("\n") == 1
-    assert ckpt.read_bytes() == good[: len(good) // 2]
 
 
 def test_three_sqlite_workers_while_the_dashboard_reads(tmp_path):

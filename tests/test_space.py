@@ -1,5 +1,8 @@
 """Search spaces: YAML -> Space -> trial.suggest_* -> ArchSpec, with one-line errors."""
 
+import subprocess
+import sys
+
 import optuna
 import pytest
 import yaml
@@ -151,3 +154,17 @@ def test_any_yaml_gives_a_space_or_one_line_error(doc):
 def test_bad_recipe_is_a_space_error():
     with pytest.raises(SpaceError, match="^<space>: recipe: lr: -1"):
         parse_space("recipe: {lr: -1}\nspace: {depth: [8]}")
+
+
+def test_wheel_ships_the_search_spaces(tmp_path):
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(root)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("resnas-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for space in ("default", "paper_table1", "paper_table2", "depth", "full"):
+        assert f"resnas/search_spaces/{space}.yaml" in names
+    assert "resnas/py.typed" in names

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resnas.cli import main
 from resnas.spec import ACTS, SHORTCUTS, ArchSpec
 
 
@@ -99,3 +100,9 @@ def test_any_text_parses_or_gives_one_line_value_error(text):
         ArchSpec.parse(text)
     except ValueError as e:
         assert "\n" not in str(e) and ":" in str(e)
+
+
+def test_an_unknown_unit_with_a_depth_is_one_line(capsys):
+    assert main(["summary", "unit=zzz,depth=20"]) == 2
+    err = capsys.readouterr().err
+    assert "unit: 'zzz'" in err and "basic" in err and len(err.splitlines()) == 1

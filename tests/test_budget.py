@@ -1,0 +1,47 @@
+"""resnas.budget: the epoch budget of a search, confirmation included."""
+
+import optuna
+from optuna.trial import TrialState, create_trial
+
+from resnas.budget import search_trials
+
+from _tinygrid import TPE, _search, _study
+
+
+def test_budget_epochs_stops_within_one_trial_confirmation_included(tmp_path, capsys):
+    db = tmp_path / "b.db"
+    assert _search(tmp_path, db, "--budget-epochs", "14", "--confirm", "1", "--confirm-seeds", "1", text=TPE) == 0
+    out = capsys.readouterr().out
+    trials = _study(db).get_trials(deepcopy=False)
+    spent = [len(t.user_attrs.get("val_error", [])) for t in trials]
+    confirm = [s for t, s in zip(trials, spent) if t.user_attrs.get("repeat")]
+    assert confirm == [3]  # one design, one more seed, the full 3 epochs
+    search_spent = sum(spent) - sum(confirm)
+    assert 14 - 3 <= search_spent < 14 - 3 + 3  # stopped within one trial (3 epochs) of its 11
+    assert f"[{search_spent}/14 epochs]" in out
+
+
+def test_budget_too_small_for_the_confirmation_is_refused(tmp_path, capsys):
+    db = tmp_path / "b.db"
+    assert _search(tmp_path, db, "--budget-epochs", "5", text=TPE) == 2
+    err = capsys.readouterr().err
+    assert "confirmation's 18 (3 designs x 2 seeds x 3 epochs)" in err and len(err.splitlines()) == 1
+    assert not db.exists() or not optuna.get_all_study_summaries(f"sqlite:///{db}")
+    assert _search(tmp_path, db, "--budget-epochs", "50", "--trials", "3", text=TPE) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_the_target_counts_the_search_own_finished_trials_only(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'b.db'}", study_name="b")
+    for state, value, attrs in [
+        (TrialState.COMPLETE, 0.1, {"status": "ok"}),
+        (TrialState.PRUNED, None, {"status": "pruned"}),
+        (TrialState.FAIL, None, {"status": "oom", "reason": "out of memory"}),
+        (TrialState.COMPLETE, 0.2, {"status": "ok", "confirms": 0, "repeat": 1}),  # a confirmation run
+        (TrialState.FAIL, None, {"status": "surplus"}),  # a second copy of a job
+        (TrialState.FAIL, None, {"status": "failed", "reason": "interrupted"}),  # the next run retries it
+        (TrialState.FAIL, None, {"status": "lost"}),  # its worker died: retried
+    ]:
+        study.add_trial(create_trial(state=state, value=value, user_attrs=attrs))
+    study.ask()  # running: it counts once it finishes
+    assert [t.number for t in search_trials(study)] == [0, 1, 2]

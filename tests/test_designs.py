@@ -1,0 +1,79 @@
+"""resnas.designs: trials read as designs, confirmation runs adding seeds to the best ones."""
+
+import json
+import statistics
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from resnas.cli import main
+from resnas.designs import ranked_designs, ranked_trials
+from resnas.recipe import design_seed
+
+from _tinygrid import _search, _study
+
+
+def test_search_confirms_the_best_designs_with_more_seeds(tmp_path, capsys):
+    db = tmp_path / "c.db"
+    assert _search(tmp_path, db, "--confirm", "2", "--confirm-seeds", "2") == 0
+    out = capsys.readouterr().out
+    study = _study(db)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 4 + 2 * 2  # the grid, then 2 designs x 2 more seeds
+    repeats = [t for t in trials if t.user_attrs.get("repeat")]
+    assert sorted(t.user_attrs["repeat"] for t in repeats) == [1, 1, 2, 2]
+    assert all(t.state == TrialState.COMPLETE and len(t.user_attrs["val_error"]) == 2 for t in repeats)
+    firsts = {t.number: t for t in trials if not t.user_attrs.get("repeat")}
+    for t in repeats:
+        first = firsts[t.user_attrs["confirms"]]
+        assert t.user_attrs["spec"] == first.user_attrs["spec"]
+        assert t.user_attrs["seed"] == design_seed(5, t.user_attrs["spec"], t.user_attrs["repeat"])
+    confirmed = {t.user_attrs["confirms"] for t in repeats}
+    best_two = sorted(firsts.values(), key=lambda t: (t.value, t.number))[:2]
+    assert confirmed == {t.number for t in best_two}  # the two best single-seed designs were confirmed
+    assert "confirms trial" in out and " ± " in out and "tied with the best" in out
+
+    assert main(["best", "--storage", f"sqlite:///{db}", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["trials"]
+    assert [r["n"] for r in rows] == [3, 3, 1, 1]
+    assert rows[0]["tied_with_best"] is True and rows[2]["tied_with_best"] is None
+    for r in rows[:2]:
+        errors = [study.trials[n].value for n in r["trials"]]
+        assert r["errors"] == errors and r["mean"] == pytest.approx(statistics.fmean(errors), abs=1e-6)
+        assert r["sd"] == pytest.approx(statistics.stdev(errors), abs=1e-6)
+    assert rows[0]["mean"] <= rows[1]["mean"]
+    assert study.user_attrs["ranking"][0]["n"] == 3  # shown by the dashboard with the note
+    from optuna_dashboard._note import get_note_from_system_attrs  # the note the dashboard renders
+    note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), None)["body"]
+    assert "| 3 | best |" in note and "±" in note
+
+    # a rerun has nothing left to confirm: no trial is added
+    assert _search(tmp_path, db, "--confirm", "2", "--confirm-seeds", "2") == 0
+    assert len(_study(db).trials) == 8
+
+
+def test_a_single_seed_study_reads_n_1(tmp_path, capsys):
+    db = tmp_path / "s.db"
+    assert _search(tmp_path, db, "--confirm", "0") == 0
+    assert len(_study(db).trials) == 4
+    capsys.readouterr()
+    assert main(["best", "--storage", f"sqlite:///{db}", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["trials"]
+    assert [r["n"] for r in rows] == [1] * 4 and [r["sd"] for r in rows] == [None] * 4
+    assert [r["tied_with_best"] for r in rows] == [True, None, None, None]
+    assert main(["best", "--storage", f"sqlite:///{db}"]) == 0
+    out = capsys.readouterr().out
+    assert "best" in out and " ± " not in out
+
+
+def test_a_designs_runs_over_its_repeats_make_one_design_and_a_duplicate_none(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'd.db'}", study_name="d")
+    for value, spec, attrs in [(0.30, "a", {}), (0.10, "b", {}), (0.12, "b", {"repeat": 1, "confirms": 1}),
+                               (0.10, "b", {"duplicate_of": 1}), (0.11, "b", {"repeat": 2, "confirms": 1})]:
+        study.add_trial(create_trial(value=value, user_attrs=dict(attrs, spec=spec, status="ok")))
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs=dict(spec="c", status="pruned")))
+    assert [t.number for t in ranked_trials(study)] == [1, 4, 2, 0]
+    designs = ranked_designs(study)
+    assert [(d.spec, d.errors, d.trials) for d in designs] == [("b", [0.10, 0.12, 0.11], [1, 2, 4]), ("a", [0.30], [0])]
+    assert designs[0].n == 3 and designs[0].tied is True and designs[1].tied is None
