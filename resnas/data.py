@@ -41,6 +41,9 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from .errors import first_line
 from .zoo import CIFAR10_MEAN, CIFAR10_STD
 
+__all__ = ["CIFAR_STATS", "DATASETS", "Augment", "Data", "DataError", "DataSet", "TensorSplit", "augment_batch",
+           "load_data"]
+
 SPLITS = ("train", "val", "test")
 SPLIT_SEED = 0  # the split is part of the data set: fixed, whatever the training seed
 

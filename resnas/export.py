@@ -29,6 +29,8 @@ from .files import ARCHITECTURE, CHECKSUM, CONFIG, WEIGHTS, follow_umask, tensor
 from .spec import ArchSpec
 from .zoo import input_cfg
 
+__all__ = ["ExportError", "export", "load", "read_config", "verify_weights"]
+
 
 class ExportError(ValueError):
     """A folder that is not a resnas/timm local-dir export (one line, naming what is wrong)."""

@@ -19,6 +19,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from .spec import ArchSpec
 from .units import PLACEMENTS, Gate, ResidualUnit, conv, norm_act
 
+__all__ = ["ResNet", "build", "count_macs", "count_params"]
+
 BOTTLENECK_EXPANSION = 4
 
 

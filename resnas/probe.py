@@ -55,6 +55,8 @@ from .spec import ArchSpec, default_shortcut
 from .units import SHORTCUTS, ResidualUnit, Shortcut
 from .zoo import spec_of
 
+__all__ = ["ProbeResult", "against_reference", "labelled_specs", "plot", "probe", "pyplot", "rank_probes", "reference"]
+
 
 @dataclass(frozen=True)
 class ProbeResult:

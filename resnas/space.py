@@ -39,6 +39,9 @@ from .spec import (
     shortcut_params,
 )
 
+__all__ = ["DEFAULT_TRIALS", "Range", "Space", "SpaceError", "builtin_spaces", "compact_spec", "fixed_fields",
+           "load_space", "parse_space"]
+
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
 PRUNERS = ("hyperband", "successive_halving", "median", "none")
 OBJECTIVES = ("val_error", "params", "macs")

@@ -20,6 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = ["ACTS", "ACT_LETTERS", "CONVS_PER_UNIT", "IMAGENET_LAYERS", "LAYOUTS", "MAX_DEPTH", "PLACEMENTS",
+           "SHORTCUTS", "UNITS", "ArchSpec", "Param", "Placement", "Shortcut", "default_shortcut", "register_shortcut",
+           "short_repr", "shortcut_params"]
+
 
 @dataclass(frozen=True)
 class Placement:

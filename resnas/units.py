@@ -18,6 +18,8 @@ from timm.layers import BatchNormAct2d, DropPath
 
 from .spec import PLACEMENTS, SHORTCUTS, Param, Shortcut, register_shortcut
 
+__all__ = ["Add", "Gate", "ResidualUnit", "ZeroPad", "conv", "norm_act"]
+
 
 def norm_act(kind: str, chs: int, inplace: bool = True) -> nn.Module:
     """'' | 'relu' | 'bn' | 'bn_relu' as a module."""

@@ -18,6 +18,8 @@ from timm.models import build_model_with_cfg, create_model, generate_default_cfg
 from .network import ResNet
 from .spec import ArchSpec, short_repr
 
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "ZOO", "input_cfg", "resnas_spec", "resolve_model", "spec_of"]
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
