@@ -9,7 +9,6 @@ proxies), listing and loading their studies, and the artifact store that keeps t
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import random
@@ -333,15 +332,25 @@ def load_study(storage: str | None, study_name: str | None) -> tuple[optuna.Stud
     return optuna.load_study(study_name=study_name, storage=store), url
 
 
-def dashboard_server(url: str):
-    """``serve(host=, port=)`` running optuna-dashboard on the storage ``url`` and its artifacts."""
+def dashboard_server(url: str, host: str, port: int):
+    """``serve()`` running optuna-dashboard on the storage ``url`` and its artifacts at ``host:port``.
+
+    Checked before it is returned: the dashboard is installed and nothing listens on the port yet.
+    """
     try:
         from optuna_dashboard import run_server  # deferred: optional, and a web server's imports are slow
     except ImportError:
         raise StudyError(f"dashboard: {DASHBOARD} is not installed; pip install 'resnas[dashboard]'") from None
     store = artifact_store(url)
     served = open_storage(url) if url.startswith((JOURNAL, GRPC)) else url  # it opens RDB URLs itself; a journal opened
-    serve = functools.partial(run_server, served, artifact_store=store)
+    _check_port_free("dashboard", host, port)
+
+    def serve() -> None:
+        try:
+            run_server(served, host=host, port=port, artifact_store=store)
+        except OSError as e:  # taken after the check
+            raise StudyError(f"dashboard: cannot listen on {host}:{port}: {e.strerror or first_line(e)}") from None
+
     serve.url = url
     return serve
 
@@ -399,7 +408,7 @@ def proxy_server(url: str | None, host: str, port: int):
         raise StudyError(f"storage-proxy: serves sqlite:///, postgresql:// or mysql:// storages, not {mask_url(url)}")
     _require_grpc()
     storage = optuna.storages.get_storage(open_storage(url))  # with Optuna's cache of finished trials
-    _check_port_free(host, port)
+    _check_port_free("storage-proxy", host, port)
 
     def serve() -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the command prints where it listens
@@ -413,7 +422,7 @@ def proxy_server(url: str | None, host: str, port: int):
     return serve
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _check_port_free(server: str, host: str, port: int) -> None:
     """Refuse a port a server listens on: gRPC binds with SO_REUSEPORT and would silently share it."""
     try:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -421,7 +430,7 @@ def _check_port_free(host: str, port: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no obstacle
             s.bind(address)
     except OSError as e:
-        raise StudyError(f"storage-proxy: cannot listen on {host}:{port}: {e.strerror or first_line(e)}") from None
+        raise StudyError(f"{server}: cannot listen on {host}:{port}: {e.strerror or first_line(e)}") from None
 
 
 def storage_url(storage: str | None) -> str:

@@ -1,6 +1,7 @@
 """The commands `resnas search / best / export / dashboard / spaces`: one-line errors, help, the built-in spaces, the dashboard."""
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -137,3 +138,16 @@ def test_every_command_help_shows_an_example(command, capsys):
     assert "Example" in capsys.readouterr().out
 
 
+
+
+def test_dashboard_on_a_busy_port_is_one_line_exit_2_before_it_says_listening(tmp_path, capsys):
+    db = tmp_path / "busy.db"
+    optuna.create_study(storage=f"sqlite:///{db}", study_name="s")
+    with socket.socket() as taken:  # a server already listens there
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["dashboard", "--storage", f"sqlite:///{db}", "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: dashboard: cannot listen on 127.0.0.1:{port}: ") and err.count("\n") == 1
+    assert "Listening" not in out and "optuna-dashboard on" not in out and "Traceback" not in err

@@ -27,11 +27,11 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     url = readable_storage(storage)
     try:
         open_storage(url)  # optuna-dashboard opens an RDB URL itself, with a traceback if it cannot: first ours
-        serve = dashboard_server(url)
+        serve = dashboard_server(url, host, port)
+        say(f"{DASHBOARD} on http://{host}:{port} for {mask_url(serve.url)}")
+        serve()
     except StudyError as e:
         raise UserError(str(e)) from None
-    say(f"{DASHBOARD} on http://{host}:{port} for {mask_url(serve.url)}")
-    serve(host=host, port=port)
 
 
 @click.command("storage-proxy")
