@@ -440,9 +440,10 @@ def resumed_budget(checkpoint_dir: str | os.PathLike, epochs: int | None, schedu
     if path.exists() and not resume:
         raise ResumeError(f"output: {folder} holds a checkpoint; pass --resume to continue it or choose another "
                           "--output")
-    run = checkpoint_run(path) if resume else None
-    if run is None:
+    if not resume:
         return epochs, schedule_epochs
+    if (run := checkpoint_run(path)) is None:
+        raise ResumeError(f"resume: {folder} holds no checkpoint to continue; without --resume it trains a fresh run")
     schedule, held = int(run["schedule_epochs"]), checkpoint_epoch(path) or 0
     if schedule_epochs is not None and schedule_epochs != schedule:
         raise ResumeError(f"schedule-epochs: the run in {folder} is on a {schedule}-epoch schedule; another "

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from resnas.cli import main
 from resnas.data import load_data
 from resnas.recipe import Recipe
 from resnas.train import CHECKPOINT, EpochReport, ResumeError, StopTraining, make_scheduler, resumed_budget, train
@@ -207,3 +208,13 @@ def test_docstring_examples_run():
     import resnas.train
 
     assert doctest.testmod(resnas.train).failed == 0
+
+
+def test_resume_with_nothing_to_resume_is_refused_before_training(tmp_path, capsys):
+    with pytest.raises(ResumeError, match=f"resume: {tmp_path} holds no checkpoint to continue"):
+        resumed_budget(tmp_path, 3, None, resume=True)
+    assert main(["train", "--model", "depth=8,widths=4-8-16", "--epochs", "1", "--output", str(tmp_path / "new"),
+                 "--resume"]) == 2  # issue 24: it trained a fresh run and said nothing
+    err = capsys.readouterr().err
+    assert err.startswith("error: resume: ") and "without --resume it trains a fresh run" in err
+    assert not (tmp_path / "new").exists()
