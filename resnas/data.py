@@ -38,7 +38,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_datase
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from .errors import first_line
+from .errors import did_you_mean, first_line
 from .zoo import CIFAR10_MEAN, CIFAR10_STD
 
 __all__ = ["CIFAR_STATS", "DATASETS", "Augment", "Data", "DataError", "DataSet", "TensorSplit", "augment_batch",
@@ -181,7 +181,7 @@ def load_data(name: str, data_dir: str | os.PathLike | None = None, *, download:
     10
     """
     if name not in DATASETS:
-        raise DataError(f"dataset: {name!r} is unknown; allowed: {', '.join(DATASETS)}")
+        raise DataError(f"dataset: {name!r} is unknown; allowed: {', '.join(DATASETS)}{did_you_mean(name, DATASETS)}")
     row = DATASETS[name]
     if row.embedded:
         return row.load(Load(name))

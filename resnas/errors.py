@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["first_line", "one_line"]
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["did_you_mean", "first_line", "one_line"]
 
 
 def one_line(text: str, limit: int = 200) -> str:
@@ -23,3 +26,14 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     """
     lines = str(e).strip().splitlines()
     return (lines[0] if lines else type(e).__name__)[:limit]
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean NAME?"`` for the choice closest to a mistyped ``word`` (difflib's ratio, as click
+    suggests options), else ``""``: the tail of an "unknown" message.
+
+    >>> did_you_mean("defualt", ["default", "depth", "full"]), did_you_mean("zzz", ["default"])
+    ('; did you mean default?', '')
+    """
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""

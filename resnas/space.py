@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from .data import DATASETS
-from .errors import one_line
+from .errors import did_you_mean, one_line
 from .recipe import SCHEDULES, SEED_MAX, Recipe
 from .spec import (
     ACT_LETTERS,
@@ -296,7 +296,7 @@ def load_space(name_or_path: str | Path) -> Space:
         spaces = builtin_spaces()
         if str(name_or_path) not in spaces:
             raise SpaceError(f"space: unknown space {short_repr(str(name_or_path))}; allowed: {', '.join(spaces)} "
-                             "or a path to a .yaml file")
+                             f"or a path to a .yaml file{did_you_mean(name_or_path, spaces)}")
         path = spaces[str(name_or_path)]
     try:
         with path.open("rb") as f:
@@ -541,7 +541,8 @@ def _mapping(raw: Any, key: str, allowed: tuple) -> dict:
         raise SpaceError(f"{key}: expected a mapping, got {type(raw).__name__}")
     for k in raw:
         if k not in allowed:
-            raise SpaceError(f"{key}: unknown key {short_repr(k)}; allowed: {', '.join(map(str, allowed))}")
+            raise SpaceError(f"{key}: unknown key {short_repr(k)}; allowed: {', '.join(map(str, allowed))}"
+                             f"{did_you_mean(k, allowed)}")
     return raw
 
 

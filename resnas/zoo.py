@@ -15,6 +15,7 @@ from typing import Any
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, create_model, generate_default_cfgs, register_model
 
+from .errors import did_you_mean
 from .network import ResNet
 from .spec import ArchSpec, short_repr
 
@@ -113,7 +114,7 @@ def spec_of(name_or_spec: str) -> ArchSpec:
     if "=" in name_or_spec:
         return ArchSpec.parse(name_or_spec)
     raise ValueError(f"model: unknown name {short_repr(name_or_spec)}; allowed: {', '.join(ZOO)} or a spec string "
-                     "such as 'depth=20,act=preact'")
+                     f"such as 'depth=20,act=preact'{did_you_mean(name_or_spec, ZOO)}")
 
 
 def resolve_model(name_or_spec: str, **kwargs: Any) -> ResNet:

@@ -8,6 +8,7 @@ import click
 
 from ..config import Search
 from ..data import DATASETS
+from ..errors import did_you_mean
 from ..fidelity import recorded_fidelity
 from ..ranks import in_launch
 from ..runners import Progress, run
@@ -82,7 +83,8 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
     try:
         space = load_space(space_name)
         if dataset is not None and dataset not in DATASETS:
-            raise UserError(f"dataset: {dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
+            raise UserError(f"dataset: {dataset!r} is unknown; allowed: {', '.join(DATASETS)}"
+                            f"{did_you_mean(dataset, DATASETS)}")
         device_list = resolve_devices(devices, workers)
         chosen = None if in_launch() else run_threads(threads, device_list)  # a launch: its OMP_NUM_THREADS
         job = Search(space, storage=storage, study_name=study_name, dataset=dataset, data_dir=data_dir,
