@@ -7,6 +7,7 @@ A command that matches no rule below fails the test, so a new README command is 
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -67,3 +68,46 @@ def test_readme_block_runs_as_written(block, tmp_path):
         done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=600)
         assert done.returncode == 0, f"{command}\nexit {done.returncode}\n{done.stderr[-3000:]}"
+
+
+def python_blocks() -> list[str]:
+    return [m.group(1) for m in re.finditer(r"```python\n(.*?)```", README.read_text(), re.S)]
+
+
+def _as_checked(block: str) -> tuple[str, list[str]]:
+    """The block with each ``EXPR   # LITERAL`` line made an assertion, and the lines its ``print(...)  # OUT``
+    lines promise."""
+    lines, printed = [], []
+    for line in block.splitlines():
+        code, _, comment = line.partition("   # ")
+        if comment and code.startswith("print("):
+            printed.append(comment.strip())
+        elif comment and code and not code.startswith((" ", "def ")) and "=" not in code.replace("==", ""):
+            try:
+                expected = ast.literal_eval(comment.strip())
+            except (ValueError, SyntaxError):  # prose, not a value
+                pass
+            else:
+                line = f"assert ({code.strip()}) == {expected!r}, {code.strip()!r}"
+        lines.append(line)
+    return "\n".join(lines), printed
+
+
+def _agree(got: str, promised: str) -> bool:
+    """A printed line agrees with the README's: the same words and integers, floats within 0.02."""
+    a, b = got.split(), promised.split()
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x != y and not ("." in y and re.fullmatch(r"[-\d.]+", x) and abs(float(x) - float(y)) <= 0.02):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("block", python_blocks(), ids=[b.splitlines()[0][:40] for b in python_blocks()])
+def test_readme_python_runs_as_written_and_prints_what_it_says(block, tmp_path):
+    source, printed = _as_checked(block)
+    done = subprocess.run([sys.executable, "-c", source], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{source}\n{done.stderr[-3000:]}"
+    out = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(out) == len(printed) and all(map(_agree, out, printed)), (out, printed)
