@@ -50,3 +50,10 @@ def test_readme_models_table_matches_the_zoo():
         assert count_params(model) == int(params.replace(",", "")), name
         measured = count_macs(model, model.pretrained_cfg["input_size"])
         assert abs(measured - _si(macs)) / measured < 0.001, (name, measured)
+
+
+def test_the_readme_says_how_to_start_and_stop_the_tests_postgresql():
+    readme = (ROOT / "README.md").read_text()  # issue 24: 5 tests skipped and nobody said why
+    tests = readme[readme.index("Tests (this exact line"):readme.index("## The CLI at a glance")]
+    assert 'eval "$(.ci/postgres)"' in tests and "apt" in tests and 'eval "$RESNAS_TEST_POSTGRES_STOP"' in tests
+    assert "RESNAS_TEST_POSTGRES_STOP=" in (ROOT / ".ci" / "postgres").read_text()
