@@ -1,9 +1,10 @@
 """The runners that fill a search's study: in this process, one worker process per device, or under
-``accelerate launch`` (every rank trains each trial together); :func:`run` picks one.
+``accelerate launch`` (every rank trains each trial together); :func:`run` picks one (minutes; not a
+doctest)::
 
-    >>> from resnas.config import Search
-    >>> from resnas.space import load_space
-    >>> study = run(Search(load_space("default"), trials=4), Progress())   # doctest: +SKIP
+    from resnas.config import Search
+    from resnas.space import load_space
+    study = run(Search(load_space("default"), trials=4), Progress())
 
 What reports progress (a display) is handed to the runner as a :class:`Progress`, never stored on the
 :class:`~resnas.config.Search`: worker processes report through the study, which ``Progress.poll`` follows.

@@ -9,8 +9,9 @@ sharing them (``--workers`` processes, or the ranks ``accelerate launch`` / torc
 machine, ``LOCAL_WORLD_SIZE``), at least one each.
 Results are reproducible for a fixed thread count, not across thread counts.
 
-    >>> from resnas.threads import set_threads
-    >>> set_threads(workers=2).line()  # doctest: +SKIP
+    >>> choose_threads(workers=2, environ={"LOCAL_WORLD_SIZE": "1"}, load=0).count == max(1, usable_cores() // 2)
+    True
+    >>> Threads(count=1, cores=2, why="2 workers").line()
     'threads: 1 of 2 cores (2 workers)'
 """
 
