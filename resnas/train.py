@@ -62,7 +62,7 @@ class EpochReport:
     train_loss: float  # mean over the epoch's iterations and processes
     val_error: float
     val_loss: float
-    lr: float  # for the next iteration
+    lr: float  # the rate the epoch's first iteration trained at
     seconds: float  # training and validation
 
 
@@ -207,9 +207,10 @@ def _fit(accelerator, model: nn.Module, data: Data, epochs: int, recipe: Recipe,
         for epoch in range(len(history["train_loss"]), epochs):
             t0 = time.perf_counter()
             step = _step_counter(on_step, epoch * steps, total)
+            lr = scheduler.get_last_lr()[0]  # the rate this epoch trains at (steps may lower it at its end)
             loss = train_epoch(accelerator, model, train_loader, optimizer, scheduler, recipe.max_loss, step)
             val_error, val_loss = evaluate(accelerator, model, val_loader)
-            report = EpochReport(epoch + 1, epochs, loss, val_error, val_loss, scheduler.get_last_lr()[0],
+            report = EpochReport(epoch + 1, epochs, loss, val_error, val_loss, lr,
                                  time.perf_counter() - t0)
             history["train_loss"].append(loss)
             history["val_error"].append(val_error)

@@ -218,3 +218,10 @@ def test_resume_with_nothing_to_resume_is_refused_before_training(tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith("error: resume: ") and "without --resume it trains a fresh run" in err
     assert not (tmp_path / "new").exists()
+
+
+def test_an_epochs_lr_is_the_rate_it_trained_at_not_the_next_epochs(tmp_path):
+    seen = []  # issue 24: the lr column showed the rate after the epoch's last step (the next epoch's)
+    recipe = Recipe.digits(milestones=(0.5,), batch_size=256)  # lr / 10 exactly at the end of epoch 1 of 2
+    train("depth=8,widths=4-8-16", load_data("digits"), 2, recipe, on_epoch=seen.append)
+    assert [round(r.lr, 6) for r in seen] == [0.1, 0.01]
