@@ -412,7 +412,7 @@ def table_rows(rows: list[Row]) -> list[dict[str, Any]]:
     measured_ranks = dict(zip([r.number for r in ran], ranks([None if r.fail else r.measured for r in ran])))
     return [dict(row=r.number, variant=r.label, paper_error=_pct(r.paper), paper_rank=pr,
                  measured_error=_pct(r.measured, 100, "-") if r.ran else NOT_RUN,
-                 measured_rank=measured_ranks.get(r.number, "-"), measured_fail=r.fail,
+                 measured_rank=measured_ranks.get(r.number, "-"), measured_fail=r.fail if r.ran else "",
                  runs=";".join([*(_pct(e, 100, "-") for e in r.errors), *[NOT_RUN] * (r.repeats - len(r.errors))]),
                  probe_ratio=f"{r.probe_ratio:.3g}", spec=r.spec)
             for r, pr in zip(rows, paper_ranks)]
