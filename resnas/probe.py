@@ -266,14 +266,20 @@ def pyplot():
     return plt
 
 
-def plot(results: list[ProbeResult], path: str, title: str = "", labels: list[str] | None = None) -> None:
+def plot(results: list[ProbeResult], path: str, title: str = "", labels: list[str] | None = None,
+         references: list[ProbeResult] = ()) -> list[str]:
     """log10 |dE/dx_l| against the unit index l, one line per result (named by ``labels``, default: the
-    specs without their shared tokens), saved as an image at ``path``."""
+    specs without their shared tokens) and a dashed one per reference net the gains are measured against
+    (one not among ``results``), saved as an image at ``path``; returns the lines' labels."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    for r, label in zip(results, labels or short_labels([r.spec for r in results])):
-        ax.plot(range(1, r.units + 1), [math.log10(max(g, 1e-300)) for g in r.grad_norms],
-                label=f"{label} (gain {r.gain:.1f})")
+    shown = {r.spec for r in results}
+    lines = [(r, f"{label} (gain {r.gain:.1f})", "-")
+             for r, label in zip(results, labels or short_labels([r.spec for r in results]))]
+    lines += [(r, f"reference: identity, full pre-activation, {r.units} units (gain {r.gain:.1f})", "--")
+              for r in {ref.spec: ref for ref in references if ref.spec not in shown}.values()]
+    for r, label, style in lines:
+        ax.plot(range(1, r.units + 1), [math.log10(max(g, 1e-300)) for g in r.grad_norms], style, label=label)
     ax.set_xlabel("unit l")
     ax.set_ylabel("log10 |dE/dx_l|")
     ax.set_title(title or "gradient at initialization (He et al. 2016, Eq. 5)")
@@ -281,3 +287,4 @@ def plot(results: list[ProbeResult], path: str, title: str = "", labels: list[st
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return [label for _, label, _ in lines]

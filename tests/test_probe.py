@@ -9,7 +9,7 @@ import torch
 from resnas.cli import main
 from resnas.data import load_data
 from resnas.network import build
-from resnas.probe import probe, reference
+from resnas.probe import against_reference, plot, probe, reference
 from resnas.spec import ArchSpec
 from resnas.units import Gate
 
@@ -220,3 +220,13 @@ def test_probe_cli_errors_are_one_line(args, message, capsys):
     assert main(["probe", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_the_plot_draws_the_reference_its_gains_are_measured_against(tmp_path):
+    x = torch.randn(4, 1, 8, 8)  # issue 24: the headline's reference was not on the figure
+    pairs = against_reference([ArchSpec.cifar(8, act="original", in_chans=1), ArchSpec.cifar(8, in_chans=1)], x)
+    drawn = plot([r for r, _ in pairs[:1]], str(tmp_path / "p.png"), references=[ref for _, ref in pairs[:1]])
+    assert len(drawn) == 2 and drawn[1].startswith("reference: identity, full pre-activation, 3 units")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    both = plot([r for r, _ in pairs], str(tmp_path / "q.png"), references=[ref for _, ref in pairs])
+    assert len(both) == 2  # the reference already drawn as a result is not drawn twice

@@ -68,7 +68,7 @@ def probe(specs: tuple[str, ...], space_name: str | None, samples: int, dataset:
     label = {key: name for key, (_, name) in todo.items()}
     if plot_to:
         plot([r for r, _ in pairs], plot_to, title=f"gradient at initialization, {dataset} batch {len(x)}",
-             labels=[label[r.spec] for r, _ in pairs])
+             labels=[label[r.spec] for r, _ in pairs], references=[ref for _, ref in pairs])
     if as_json:
         click.echo(json.dumps(dict(dataset=dataset, batch_size=len(x), seed=seed, variants=rows), indent=2))
         return
