@@ -313,8 +313,8 @@ class TableRun:
         self.planned = _plan(job, self.data)
         self.search = Search(job.space, storage=job.storage_url, study_name=job.study_name(), dataset=job.dataset,
                              data_dir=job.data_dir, epochs=job.epochs, seed=job.seed, threads=job.threads,
-                             grid=[p.point for p in self.planned], confirm=len(self.planned), repeats=job.repeats - 1,
-                             baseline="none")
+                             grid=[p.point for p in self.planned], repeats=job.repeats - 1,
+                             confirm=len(self.planned) if job.repeats > 1 else 0)  # repeats, never a race
         self.gains: dict[int, float] = {}
         self.seconds: dict[int, float] = {}  # estimated seconds per epoch, by row number
         self.study = None

@@ -1,4 +1,5 @@
-"""A study's results: designs as rows, the study's note, export of a trial, test errors of kept weights.
+"""A study's results: designs as rows, the race's verdict in lines, the study's note, export of a trial (with its
+model card), test errors of kept weights.
 
     >>> from resnas.ranking import Design
     >>> mean_sd(Design("depth=8", [0.0312, 0.0296], [0, 5]))
@@ -17,6 +18,7 @@ import optuna
 from accelerate import Accelerator
 from optuna.trial import TrialState
 
+from .card import write_card
 from .data import load_data
 from .designs import ranked_designs
 from .export import export
@@ -28,7 +30,7 @@ from .race import race_test
 from .racing import stored_verdict
 from .ranking import TIE_TEST
 from .recipe import design_seed, search_recipe
-from .record import Status, StudyRecord, TrialRecord, status_of
+from .record import Status, StudyRecord, TrialRecord, status_of, study_space
 from .space import Space, compact_spec, load_space
 from .storage import StudyError, artifact_store
 from .train import evaluate, train
@@ -170,12 +172,22 @@ def export_trial(study: optuna.Study, url: str, number: int | None, output: str 
     follow_umask(tmp)  # mkdtemp's 0700 would become the export's mode
     try:
         how = _fill_export(study, url, trial, tmp, data_dir, say)
+        _write_card(study, trial, tmp)
         if output.exists():
             output.rmdir()
         os.replace(tmp, output)  # the folder appears whole or not at all
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output, how
+
+
+def _write_card(study: optuna.Study, trial, folder: Path) -> None:
+    """The export's model card (resnas.card): the design's error over its seeds and the race's verdict."""
+    space = study_space(study)
+    spec = TrialRecord.from_trial(trial).spec
+    design = next((d for d in ranked_designs(study) if d.spec == spec), None)
+    error = f"{mean_sd(design)} over {design.n} seed(s)" if design else "not ranked"
+    write_card(folder, study, trial, space, error, verdict_lines(study, space))
 
 
 def _representative(study: optuna.Study, url: str, design) -> optuna.trial.FrozenTrial:

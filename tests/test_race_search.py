@@ -1,10 +1,13 @@
 """resnas.racing: the race after a search's budget, on tiny digits studies: it ends with a stored verdict, its
 repeats are paired, the paper's unit joins when the sampler never drew it (skipped when the space lacks it), a
-larger --max-seeds continues it without retraining, and `resnas best --json` carries the verdict."""
+larger --max-seeds continues it without retraining, `resnas best` (--json too) carries the verdict, and
+`resnas export` writes a model card stating it."""
 
 import json
 
 import pytest
+import timm
+from huggingface_hub import ModelCard
 
 from resnas.cli import main
 from resnas.config import Search, SearchError
@@ -53,6 +56,16 @@ def test_the_race_ends_with_a_verdict_on_paired_seeds_and_a_larger_max_seeds_con
     assert out["verdict"]["status"] == again.status and out["baseline"] == race["baseline"]
     assert out["delta_vs_baseline"] == pytest.approx(again.baseline.delta)
     assert out["delta_vs_baseline_interval"] == pytest.approx([again.baseline.low, again.baseline.high])
+
+    assert main(["best", "--storage", f"sqlite:///{db}"]) == 0  # the verdict under the table
+    shown = capsys.readouterr().out
+    assert "race: " in shown and again.baseline.text.split(":")[0] in shown
+    folder = tmp_path / "net"
+    assert main(["export", "--storage", f"sqlite:///{db}", "--output", str(folder)]) == 0
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "timm" and card.data.datasets == ["digits"] and "timm" in card.data.tags
+    assert "## The verdict" in card.text and again.baseline.text in card.text and "Tukey" in card.text
+    assert timm.create_model(f"local-dir:{folder}", pretrained=True).spec is not None
 
 
 def test_the_paper_unit_joins_the_race_when_the_sampler_never_drew_it(tmp_path, capsys):
