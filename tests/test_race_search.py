@@ -103,3 +103,13 @@ def test_bad_race_settings_are_refused_in_one_line(tmp_path, capsys):
     assert _search(tmp_path, tmp_path / "x.db", "--baseline", "depth=seven") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "baseline:" in err
+
+
+def test_worker_processes_race_in_rounds_each_run_once(tmp_path):
+    db = tmp_path / "w.db"
+    assert _search(tmp_path, db, "--confirm", "1", "--max-seeds", "2", "--workers", "2") == 0
+    study = _study(db)
+    verdict, race = stored_verdict(study)
+    assert verdict.status != "racing" and all(n == 2 for n in verdict.seeds.values())
+    jobs = [t.user_attrs["job"] for t in _race_runs(study) if t.user_attrs.get("status") != "surplus"]
+    assert len(jobs) == len(set(jobs)) == len(race["designs"])  # one more seed each, none trained twice
