@@ -6,9 +6,11 @@ N (the space's epochs.max unless --epochs), with K seeds, and writes
 
 - NAME.csv: `spec,seed,epoch,val_error,train_loss,seconds,params,macs,probe_gain`, one row per
   design x seed x epoch. `seed` is the ground-truth seed k = 0..K-1; the run is trained exactly as a
-  search seeded k trains that design (resnas.objective): training seed `design_seed(k, spec)`, the
+  search seeded k trains that design (resnas.objective): training seed `design_seed(k)`, the
   space's recipe via `search_recipe` on the schedule of N epochs, so a search trial of the same design
-  and seed reproduces the row's curve. `seconds` is the epoch's training + validation time. `probe_gain`
+  and seed reproduces the row's curve (tables committed before the seed left out the design were
+  trained with a seed per design: still samples of each design's error, not paired by seed).
+  `seconds` is the epoch's training + validation time. `probe_gain`
   is the objective's probe at initialization on one validation batch of 32 with seed k (so it can differ
   between seeds, as it does between searches). A diverged run (status "diverged": a "fail" row of the
   paper) is padded to N epochs at chance error (what the objective scores it), train_loss nan, 0 seconds.
@@ -85,7 +87,7 @@ def run_one(spec, data, epochs: int, recipe, k: int, batch) -> list[list]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(k)  # as Objective.probe
     gain = round(probe(build(spec).to(device), *batch, seed=k).gain, 4)
-    result = train(spec, data, epochs, recipe, seed=design_seed(k, spec))
+    result = train(spec, data, epochs, recipe, seed=design_seed(k))
     if result.status not in ("ok", "diverged"):
         raise RuntimeError(f"{spec} seed {k}: {result.status}: {result.reason}")
     rows = [[str(spec), k, e + 1, result.val_error[e], result.train_loss[e], round(result.epoch_seconds[e], 3),

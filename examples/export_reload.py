@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--space", default="default", help="space of the search run when there is no study")
     parser.add_argument("--trials", type=int, default=4, help="trials of that search")
     parser.add_argument("--epochs", type=int, help="maximum epochs of that search [default: the space's]")
+    parser.add_argument("--max-seeds", type=int, default=10, help="seeds per design of its race at most [10]")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -60,7 +61,7 @@ def main() -> None:
     else:
         print(f"no study {name!r} in {args.storage}: searching {args.space} for {args.trials} trials first")
         study = run_search(Search(load_space(args.space), storage=args.storage, study_name=name, trials=args.trials,
-                                  epochs=args.epochs))
+                                  epochs=args.epochs, max_seeds=args.max_seeds))
 
     # 1. Export: the trial's own weights (kept as Optuna artifacts beside the database), or a retraining.
     try:

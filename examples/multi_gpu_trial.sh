@@ -18,6 +18,7 @@ NUM_PROCESSES=${NUM_PROCESSES:-$(python -c "import torch; print(max(1, torch.cud
 search=(--space "${SPACE:-default}" --trials "${TRIALS:-1}" --storage "${STORAGE:-sqlite:///resnas.db}")
 if [[ -n ${EPOCHS:-} ]]; then search+=(--epochs "$EPOCHS"); fi
 if [[ -n ${CONFIRM:-} ]]; then search+=(--confirm "$CONFIRM"); fi
+if [[ -n ${MAX_SEEDS:-} ]]; then search+=(--max-seeds "$MAX_SEEDS"); fi
 if [[ -n ${DATASET:-} ]]; then search+=(--dataset "$DATASET"); fi
 if [[ -n ${DATA_DIR:-} ]]; then search+=(--data-dir "$DATA_DIR"); fi
 if [[ -n ${STUDY:-} ]]; then search+=(--study "$STUDY"); fi

@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--storage", default="sqlite:///resnas.db", help="Optuna storage URL")
     parser.add_argument("--study", help="study name [default: the space's name]")
     parser.add_argument("--seed", type=int, help="sampler and training seed [default: the space's]")
-    parser.add_argument("--confirm", type=int, default=3, help="best designs trained again with 2 more seeds [3]")
+    parser.add_argument("--confirm", type=int, default=3, help="best designs racing the paper's unit to a verdict [3]")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # print_trial reports each trial instead
 

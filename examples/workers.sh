@@ -24,7 +24,8 @@ else
 fi
 if [[ -n ${TRIALS:-} ]]; then search+=(--trials "$TRIALS"); fi
 if [[ -n ${EPOCHS:-} ]]; then search+=(--epochs "$EPOCHS"); fi
-if [[ -n ${CONFIRM:-} ]]; then search+=(--confirm "$CONFIRM"); fi  # best designs retrained with 2 more seeds [3]
+if [[ -n ${CONFIRM:-} ]]; then search+=(--confirm "$CONFIRM"); fi  # best designs racing the paper's unit [3]
+if [[ -n ${MAX_SEEDS:-} ]]; then search+=(--max-seeds "$MAX_SEEDS"); fi  # the race's seeds per design at most [10]
 if [[ -n ${DATASET:-} ]]; then search+=(--dataset "$DATASET"); fi
 if [[ -n ${DATA_DIR:-} ]]; then search+=(--data-dir "$DATA_DIR"); fi
 if [[ -n ${STUDY:-} ]]; then search+=(--study "$STUDY"); fi

@@ -20,13 +20,14 @@ __all__ = ["Budget", "Target", "budget", "counted", "search_trials"]
 
 
 def _search_own(trial) -> bool:
-    """A trial of the search proper: not a confirmation run, not a surplus copy of another's job."""
-    return "confirms" not in trial.user_attrs and trial.user_attrs.get("status") != Status.SURPLUS
+    """A trial of the search proper: not a race run or repeat, not a surplus copy of another's job."""
+    attrs = trial.user_attrs
+    return "confirms" not in attrs and "repeat" not in attrs and attrs.get("status") != Status.SURPLUS
 
 
 def counted(trial) -> bool:
     """Whether a trial counts toward ``--trials``: a finished trial of the search proper (complete, pruned, or
-    failed with its reason); not a confirmation run, a surplus copy, nor a trial that a retry redoes
+    failed with its reason); not a race run, a surplus copy, nor a trial that a retry redoes
     (interrupted by Ctrl-C, lost with its worker): the retry counts instead."""
     return trial.state in FINISHED and _search_own(trial) and status_of(trial) != Status.LOST \
         and trial.user_attrs.get("reason") != INTERRUPTED
@@ -53,8 +54,8 @@ class Budget:
     target: int | None = None  # None: a grid's queue or --budget-epochs decides
     held: int = 0
     spent: int = 0
-    epochs_target: int | None = None  # --budget-epochs less the confirmation's share
-    queue: bool = False  # enqueued trials only, until none waits (the workers' confirmation)
+    epochs_target: int | None = None  # --budget-epochs less the race's first look
+    queue: bool = False  # enqueued trials only, until none waits (the workers' race)
 
     @property
     def done(self) -> bool:

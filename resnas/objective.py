@@ -197,8 +197,8 @@ class Objective:
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, report)
             last = report.epoch == self.search.max_epochs  # a fully trained candidate completes
-            # a confirmation repeat is trained to the full budget: it measures the design's spread
-            if single and not last and not record.repeat and trial.should_prune():
+            # a race run (any repeat, 0 included) is trained to the full budget: it measures the design's spread
+            if single and not last and record.repeat is None and trial.should_prune():
                 raise StopTraining(pruned_reason(space.pruner, report.epoch), status=Status.PRUNED.value)
 
         # a drawn trial's job is its own number; retries (and copies of an enqueued job) carry theirs
@@ -218,9 +218,9 @@ class Objective:
             for epoch, error in enumerate(record.val_error, start=1):
                 if single:
                     trial.report(error, epoch)
-        # the seed follows the design, so a retried trial resumes the same run from its checkpoint;
+        # the seed follows the repeat, so a retried trial resumes the same run from its checkpoint;
         # recorded, so that export retrains exactly this run
-        record.seed = design_seed(self.seed, spec, record.repeat or 0)
+        record.seed = design_seed(self.seed, record.repeat or 0)
         record.save(trial, "seed")
         result = train(spec, self.data, self.search.max_epochs, self.recipe, seed=record.seed, on_epoch=on_epoch,
                        checkpoint_dir=checkpoints)

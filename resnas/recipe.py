@@ -98,10 +98,10 @@ def search_recipe(dataset: str, overrides: dict[str, Any], max_epochs: int) -> R
     return dataset_recipe(dataset, **{**changes, "schedule_epochs": max_epochs})
 
 
-def design_seed(seed: int, spec, repeat: int = 0) -> int:
-    """The training seed of a design in a search seeded ``seed``: every place that trains a candidate
-    (the objective, every rank of a distributed run, ``export`` retraining one) trains it with this seed,
-    so a retried trial resumes the same run and a retraining reproduces the trial's weights. A
-    confirmation ``repeat`` (1, 2, ...) of the design is another run: the seed follows (design, repeat)."""
-    key = str(spec) if not repeat else f"{spec}#repeat={repeat}"
-    return (seed + zlib.crc32(key.encode())) % 2**31
+def design_seed(seed: int, repeat: int = 0) -> int:
+    """The training seed of repeat ``repeat`` (0: the search's trial, 1, 2, ...: the race's runs) in a search
+    seeded ``seed``. Every place that trains a candidate (the objective, every rank of a distributed run,
+    ``export`` retraining one) trains it with this seed, so a retried trial resumes the same run and a
+    retraining reproduces the trial's weights. The design does not enter: repeat r of every design trains
+    with the same seed, hence the same data order, so the race (resnas.race) compares designs paired by repeat."""
+    return (seed + zlib.crc32(f"repeat={repeat}".encode())) % 2**31

@@ -1,9 +1,10 @@
 """``resnas reproduce table1|table2``: the paper's Tables 1 and 2 as grid studies, measured beside its numbers.
 
 Each row of the table is one grid point of the built-in space (``paper_table1`` / ``paper_table2``);
-one study trains every row once, then ``repeats - 1`` more times through the search's confirmation
-(repeat k trains with the seed of (design, k)), and the row's measured error is the median over them
-(the paper reports the median of 5 runs). "fail" follows the paper: an error above 20%. Every row
+one study trains every row once, then ``repeats - 1`` more times through the search's fixed repeats
+(``Search.repeats``, not the race; repeat k trains with the seed of k for every row), and the row's
+measured error is the median over them (the paper reports the median of 5 runs). "fail" follows the
+paper: an error above 20%. Every row
 is also probed at initialization (``resnas.probe``), so the rows that fail stand beside their
 gradient ratio |dE/dx_1| / |dE/dx_L|. The table so far is written after every finished run (and on
 Ctrl-C), the rows not run yet marked "not run"; the study lives under ``output`` unless ``storage``
@@ -311,7 +312,8 @@ class TableRun:
         self.planned = _plan(job, self.data)
         self.search = Search(job.space, storage=job.storage_url, study_name=job.study_name(), dataset=job.dataset,
                              data_dir=job.data_dir, epochs=job.epochs, seed=job.seed, threads=job.threads,
-                             grid=[p.point for p in self.planned], confirm=len(self.planned), repeats=job.repeats - 1)
+                             grid=[p.point for p in self.planned], repeats=job.repeats - 1,
+                             confirm=len(self.planned) if job.repeats > 1 else 0)  # repeats, never a race
         self.gains: dict[int, float] = {}
         self.seconds: dict[int, float] = {}  # estimated seconds per epoch, by row number
         self.study = None

@@ -1,4 +1,5 @@
-"""A study's results: designs as rows, the study's note, export of a trial, test errors of kept weights.
+"""A study's results: designs as rows, the race's verdict in lines, the study's note, export of a trial (with its
+model card), test errors of kept weights.
 
     >>> from resnas.ranking import Design
     >>> mean_sd(Design("depth=8", [0.0312, 0.0296], [0, 5]))
@@ -17,6 +18,7 @@ import optuna
 from accelerate import Accelerator
 from optuna.trial import TrialState
 
+from .card import write_card
 from .data import load_data
 from .designs import ranked_designs
 from .export import export
@@ -24,15 +26,17 @@ from .export import load as load_export
 from .fidelity import recorded_fidelity
 from .files import follow_umask
 from .kept import download_kept, kept_run
+from .race import race_test
+from .racing import stored_verdict
 from .ranking import TIE_TEST
 from .recipe import design_seed, search_recipe
-from .record import Status, StudyRecord, TrialRecord, status_of
-from .space import Space, load_space
+from .record import Status, StudyRecord, TrialRecord, status_of, study_space
+from .space import Space, compact_spec, load_space
 from .storage import StudyError, artifact_store
 from .train import evaluate, train
 
 __all__ = ["design_row", "export_trial", "kept_test_errors", "mean_sd", "retraining_line", "tie_label",
-           "write_note"]
+           "verdict_fields", "verdict_lines", "write_note"]
 
 
 def design_row(design) -> dict[str, Any]:
@@ -50,6 +54,63 @@ def mean_sd(design) -> str:
 def tie_label(design, rank: int) -> str:
     """``best``, ``tied`` (not significantly worse than the best), ``worse``, or ``-`` (one seed: untested)."""
     return "best" if rank == 1 else "-" if design.tied is None else "tied" if design.tied else "worse"
+
+
+_ENDED = {"one remains": "one design remains", "equivalent": "the designs left are equivalent within {margin} points",
+          "max seeds": "at its maximum of {max_seeds} seeds per design", "epochs": "--budget-epochs is spent",
+          "racing": "not over yet (interrupted): the same command continues it"}
+
+
+def verdict_lines(study: optuna.Study, space: Space | None = None) -> list[str]:
+    """The race's verdict in a few lines (none when no race ran): why it ended, the designs left, the
+    baseline statement, and for each design tied with the leader the seeds per design that would separate
+    it, with their cost in epochs and time (this study's mean epoch time)."""
+    verdict, race = stored_verdict(study)
+    if verdict is None:
+        return []
+    rules = verdict.rules
+    why = _ENDED[verdict.status].format(margin=f"{rules.margin * 100:g}", max_seeds=rules.max_seeds)
+    left = ", ".join(compact_spec(d, space) for d in verdict.remaining)
+    lines = [f"race: {why}; {len(verdict.remaining)} of {len(verdict.seeds)} designs left after {verdict.look} "
+             f"seeds each: {left}" + (f" (leader {compact_spec(verdict.leader, space)})" if len(verdict.remaining) > 1
+                                      else "")]
+    if verdict.baseline is not None:
+        lines.append(verdict.baseline.text)
+    elif race.get("note"):
+        lines.append(race["note"])
+    epochs, seconds = _epoch_cost(study)
+    for design, n in verdict.seeds_needed.items():
+        name = compact_spec(design, space)
+        if n is None:
+            lines.append(f"tied with the leader: {name}: no number of seeds would separate them (equal means)")
+            continue
+        more = (n - verdict.look) * len(verdict.remaining) * epochs
+        time = f", about {_duration(more * seconds)}" if seconds else ""
+        lines.append(f"tied with the leader: {name}: {n} seeds per design would separate it (80% power), "
+                     f"{more} more epochs{time}: the same command with --max-seeds {n}")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def _epoch_cost(study: optuna.Study) -> tuple[int, float | None]:
+    """The study's epochs per run (its maximum) and mean seconds per epoch (None: none recorded)."""
+    times = [s for t in study.get_trials(deepcopy=False) for s in TrialRecord.from_trial(t).epoch_seconds]
+    return int(StudyRecord.from_study(study).max_epochs or 1), (sum(times) / len(times) if times else None)
+
+
+def verdict_fields(study: optuna.Study) -> dict[str, Any]:
+    """The verdict for ``resnas best --json``: the stored verdict, the baseline, the baseline's error minus
+    the winner's (the runner-up's when the baseline leads) with its 95% interval, and the seeds needed."""
+    verdict, race = stored_verdict(study)
+    statement = verdict.baseline if verdict is not None else None
+    return dict(verdict=None if verdict is None else verdict.to_dict(), baseline=race.get("baseline"),
+                baseline_note=race.get("note"), delta_vs_baseline=statement and statement.delta,
+                delta_vs_baseline_interval=statement and [statement.low, statement.high],
+                seeds_needed=None if verdict is None else verdict.seeds_needed)
 
 
 def write_note(study: optuna.Study, space: Space, top: int = 5) -> None:
@@ -81,6 +142,8 @@ def write_note(study: optuna.Study, space: Space, top: int = 5) -> None:
                   if designs[0].confirmed else "", "Rebuild the best design:", "",
                   f"    {TrialRecord.from_trial(trials[designs[0].trials[0]]).timm or ''}"]
         study.set_user_attr("ranking", [design_row(d) for d in designs[:top]])
+    if verdict := verdict_lines(study, space):
+        lines += ["", "## The race", "", *verdict, "", race_test(stored_verdict(study)[0].rules).replace("\n", " ")]
     save_note(study, "\n".join(lines) + "\n")
 
 
@@ -109,12 +172,22 @@ def export_trial(study: optuna.Study, url: str, number: int | None, output: str 
     follow_umask(tmp)  # mkdtemp's 0700 would become the export's mode
     try:
         how = _fill_export(study, url, trial, tmp, data_dir, say)
+        _write_card(study, trial, tmp)
         if output.exists():
             output.rmdir()
         os.replace(tmp, output)  # the folder appears whole or not at all
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output, how
+
+
+def _write_card(study: optuna.Study, trial, folder: Path) -> None:
+    """The export's model card (resnas.card): the design's error over its seeds and the race's verdict."""
+    space = study_space(study)
+    spec = TrialRecord.from_trial(trial).spec
+    design = next((d for d in ranked_designs(study) if d.spec == spec), None)
+    error = f"{mean_sd(design)} over {design.n} seed(s)" if design else "not ranked"
+    write_card(folder, study, trial, space, error, verdict_lines(study, space))
 
 
 def _representative(study: optuna.Study, url: str, design) -> optuna.trial.FrozenTrial:
@@ -170,7 +243,7 @@ def _test_error(accelerator: Accelerator, model, data, batch_size: int = 256) ->
 
 def _training_seed(study: optuna.Study, trial) -> int:
     """The seed the search trained ``trial`` with: its record; for trials that predate the record, the
-    design seed of the study's seed, else of its space file's seed, else of 0 (``Space.seed``'s default)."""
+    repeat-0 seed of the study's seed, else of its space file's seed, else of 0 (``Space.seed``'s default)."""
     record, made = TrialRecord.from_trial(trial), StudyRecord.from_study(study)
     if record.seed is not None:
         return int(record.seed)
@@ -180,4 +253,4 @@ def _training_seed(study: optuna.Study, trial) -> int:
             seed = load_space(made.space_file).seed
         except Exception:  # no space file recorded, or it is gone
             seed = 0
-    return design_seed(int(seed), record.spec)
+    return design_seed(int(seed))

@@ -36,10 +36,11 @@ from .errors import first_line
 from .fidelity import FidelityCheck
 from .kept import keep_top_weights
 from .objective import Objective, Surplus, end_if_surplus
+from .racing import race_round
 from .ranks import in_launch
 from .results import write_note
 from .storage import StudyError, artifact_store, disk_note, local_file, mask_url, quiet
-from .study import enqueue_confirmation, enqueued_only, open_study, prepare, quiet_logs
+from .study import FINISHED, enqueue_repeats, enqueued_only, open_study, prepare, quiet_logs
 from .threads import Threads, choose_threads, set_threads
 
 __all__ = ["Progress", "devices", "run", "run_distributed", "run_search", "run_workers", "threads"]
@@ -96,7 +97,7 @@ def threads(requested: int | None, devices: list[str] | None = None) -> Threads:
 def run_search(search: Search, progress: Progress | None = None, enqueue: bool = True,
                share: Budget | None = None) -> optuna.Study:
     """Open (or resume) the study, run trials in this process until the study holds its target (``budget``;
-    a worker: its ``share`` of the parent's), then confirm the best designs with more seeds (``search.confirm``)."""
+    a worker: its ``share`` of the parent's), then race the best designs to a verdict (``search.confirm``)."""
     set_threads(search.threads)  # a worker's were chosen by its parent (_for_worker)
     data = load_data(search.dataset_name, search.data_dir)
     with _storage_writable(search.storage_url):
@@ -118,17 +119,38 @@ def _run_search(search: Search, progress: Progress, data, enqueue: bool, share: 
             with enqueued_only(study, objective.queue_only):
                 study.optimize(objective, timeout=search.timeout, catch=(Exception,),
                                callbacks=[fidelity, target, *progress.callbacks])
-        left = None if search.timeout is None else search.timeout - (time.monotonic() - started)
-        if (left is None or left > 0) and (n := enqueue_confirmation(study, search)):
-            objective.queue_only = True  # the confirmation runs its enqueued runs, nothing the sampler draws
+
+        def run_queue(n: int) -> bool:
+            left = None if search.timeout is None else search.timeout - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                return False
+            objective.queue_only = True  # the race runs its enqueued runs, nothing the sampler draws
+            before = _finished(study)
             with enqueued_only(study):
                 study.optimize(objective, n_trials=n, timeout=left, catch=(Exception,),
                                callbacks=list(progress.callbacks))
-    keep_top_weights(study, objective.store, search.storage_url)  # exactly the top k, as confirmed
+            return _finished(study) > before
+
+        _after_budget(study, search, run_queue)
+    keep_top_weights(study, objective.store, search.storage_url)  # exactly the top k, as raced
     if objective.disk_full:
         raise StudyError(f"search stopped: disk full? {objective.disk_full}")
     write_note(study, search.space)
     return study
+
+
+def _after_budget(study: optuna.Study, search: Search, run_queue: Callable[[int], bool]) -> None:
+    """The fixed repeats (``search.repeats``), else the race round by round (resnas.racing), each round's
+    enqueued runs trained by ``run_queue(n)``, which says whether any finished (else the race waits for a
+    later run: a timeout, runs that fail)."""
+    if n := enqueue_repeats(study, search):
+        run_queue(n)
+    while (n := race_round(study, search)) and run_queue(n):
+        pass
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
 @contextlib.contextmanager
@@ -168,8 +190,8 @@ def run_workers(search: Search, devices: list[str], progress: Progress | None = 
     """One worker process per device (``cuda:0``, ``cuda:1``, ... or ``cpu`` several times) on one study.
 
     The study is created and a grid enqueued here, once; the run's budget (the trials the study lacks, or
-    the epochs) is shared out among the workers, which also share the study's target, then the
-    confirmation runs. ``progress.poll(study)`` is called about every second while they run (the CLI's
+    the epochs) is shared out among the workers, which also share the study's target, then the race's
+    rounds run, each shared out alike. ``progress.poll(study)`` is called about every second while they run (the CLI's
     display); the workers report nothing themselves.
     """
     progress = progress or Progress()
@@ -179,8 +201,13 @@ def run_workers(search: Search, devices: list[str], progress: Progress | None = 
     plan = _announce(budget(study, search), progress)
     if not plan.done:
         _launch(search, devices, plan, progress.poll, study)
-    if enqueue_confirmation(study, search):
+
+    def run_queue(n: int) -> bool:
+        before = _finished(study)
         _launch(search, devices, Budget(None, queue=True), progress.poll, study)
+        return _finished(study) > before
+
+    _after_budget(study, search, run_queue)
     keep_top_weights(study, artifact_store(search.storage_url), search.storage_url)  # workers that finished at once
     write_note(study, search.space)
     return study
@@ -234,9 +261,13 @@ def run_distributed(search: Search, progress: Progress | None = None) -> optuna.
         if state.is_main_process:
             fidelity.apply(study)
         _drive(study, objective, Target(plan), [fidelity, *progress.callbacks])
-        n = enqueue_confirmation(study, search) if state.is_main_process else 0
-        objective.queue_only = True  # until the confirmation's queue is empty
-        _drive(study, objective, Target(Budget(None if n else 0)), list(progress.callbacks))
+        objective.queue_only = True  # the repeats, then the race's rounds: until each round's queue is empty
+        main = state.is_main_process
+        n = (enqueue_repeats(study, search) or race_round(study, search)) if main else 0
+        while _broadcast(bool(n)):  # the main process decides; the others follow
+            before = _finished(study) if main else 0
+            _drive(study, objective, Target(Budget(None)), list(progress.callbacks))
+            n = race_round(study, search) if main and _finished(study) > before else 0
     if state.is_main_process:
         keep_top_weights(study, store, search.storage_url)
         write_note(study, search.space)
@@ -292,8 +323,8 @@ def _broadcast(value):
 
 
 def _for_worker(search: Search, device: str, count: int) -> Search:
-    """The search one worker process runs, on its device with its share of the threads; the confirmation is
-    the parent's, after every worker has finished."""
+    """The search one worker process runs, on its device with its share of the threads; the race is the
+    parent's, after every worker has finished."""
     return dataclasses.replace(search, storage=search.storage_url, study_name=search.name, confirm=0, device=device,
                                threads=count)
 

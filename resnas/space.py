@@ -141,6 +141,17 @@ class Space:
         """Every point of the space as Optuna params (for ``study.enqueue_trial``), in a stable order."""
         return [params for params, _ in _walk(self.suggest)]
 
+    def params_of(self, spec: ArchSpec | str, **fixed: Any) -> dict[str, Any] | None:
+        """The Optuna params of ``spec`` when the space holds it (its lists, a range at either end), else None."""
+        for end in (0, 1):
+            try:
+                found = [p for p, s in _walk(lambda t: self.suggest(t, **fixed), end) if str(s) == str(spec)]
+            except (SpaceError, ValueError):  # a combination that is no spec
+                return None
+            if found:
+                return found[0]
+        return None
+
     def specs(self, **fixed: Any) -> list[ArchSpec]:
         """The ArchSpec of every grid point."""
         return [spec for _, spec in _walk(lambda t: self.suggest(t, **fixed))]

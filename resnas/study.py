@@ -1,8 +1,9 @@
 """A search's Optuna study: opening and recording it, its sampler and pruner, and its queue.
 
 The queue holds what must run before anything is drawn: a grid's points, the retries of interrupted
-trials, and the confirmation runs (the best designs trained again with more seeds); a run of enqueued
-trials only (:func:`enqueued_only`) never draws a new one.
+trials, the race's runs (resnas.racing) and fixed repeats (``Search.repeats``: the best designs trained
+again with more seeds, as ``resnas reproduce`` does); a run of enqueued trials only (:func:`enqueued_only`)
+never draws a new one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .space import Space
 from .storage import StudyError, open_storage, quiet
 from .workers import enqueue_retry, grid_job, interrupted, reap
 
-__all__ = ["FINISHED", "REDUCTION", "QueueDrained", "TrialSeeded", "confirmation_targets", "enqueue_confirmation",
+__all__ = ["FINISHED", "REDUCTION", "QueueDrained", "TrialSeeded", "confirmation_targets", "enqueue_repeats",
            "enqueue_grid", "enqueue_retries", "enqueued_only", "finished_trials", "make_pruner", "make_sampler",
            "open_study", "prepare", "quiet_logs", "rungs", "sample_specs", "study_record"]
 
@@ -156,7 +157,7 @@ class QueueDrained(Exception):
 
 @contextlib.contextmanager
 def enqueued_only(study: optuna.Study, active: bool = True):
-    """A run of enqueued trials only (a grid, the confirmation): ``ask()`` pops a waiting trial, or ends
+    """A run of enqueued trials only (a grid, the race): ``ask()`` pops a waiting trial, or ends
     the run, and never draws a new one; two workers asking for the last waiting trial would, one of them."""
     if not active:
         yield
@@ -188,9 +189,9 @@ def confirmation_targets(study: optuna.Study, k: int) -> list[optuna.trial.Froze
     return list(targets.values())[:k]
 
 
-def enqueue_confirmation(study: optuna.Study, search: Search) -> int:
-    """Enqueue the confirmation runs still missing: repeats 1..``search.repeats`` of each of the best
-    ``search.confirm`` designs, each trained at the full budget with the seed of (design, repeat). A run
+def enqueue_repeats(study: optuna.Study, search: Search) -> int:
+    """Enqueue the fixed repeats still missing: repeats 1..``search.repeats`` of each of the best
+    ``search.confirm`` designs, each trained at the full budget with the seed of its repeat. A run
     that is waiting, running or finished is not enqueued again (an interrupted one is retried)."""
     if not search.confirm or not search.repeats or len(study.directions) > 1:  # a Pareto front has no single best
         return 0

@@ -64,7 +64,7 @@ def test_table_of_every_design_seed_and_epoch_resumes_and_reproduces_train(tmp_p
 
     # a row's curve is resnas's own training of that design with the seed a search seeded k gives it
     data = load_data("digits")
-    result = train(spec, data, 2, search_recipe("digits", space.recipe, 2), seed=design_seed(1, spec))
+    result = train(spec, data, 2, search_recipe("digits", space.recipe, 2), seed=design_seed(1))
     assert result.val_error == curve(spec, 1)
 
     before = out.with_suffix(".csv").read_text()

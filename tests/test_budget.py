@@ -1,4 +1,4 @@
-"""resnas.budget: the epoch budget of a search, confirmation included."""
+"""resnas.budget: the epoch budget of a search, the race included."""
 
 import optuna
 from optuna.trial import TrialState, create_trial
@@ -8,24 +8,25 @@ from resnas.budget import search_trials
 from _tinygrid import TPE, _search, _study
 
 
-def test_budget_epochs_stops_within_one_trial_confirmation_included(tmp_path, capsys):
+def test_budget_epochs_stops_within_one_trial_the_race_included(tmp_path, capsys):
     db = tmp_path / "b.db"
-    assert _search(tmp_path, db, "--budget-epochs", "14", "--confirm", "1", "--confirm-seeds", "1", text=TPE) == 0
+    args = ["--budget-epochs", "30", "--confirm", "2", "--max-seeds", "2", "--baseline", "none"]
+    assert _search(tmp_path, db, *args, text=TPE) == 0
     out = capsys.readouterr().out
     trials = _study(db).get_trials(deepcopy=False)
     spent = [len(t.user_attrs.get("val_error", [])) for t in trials]
-    confirm = [s for t, s in zip(trials, spent) if t.user_attrs.get("repeat")]
-    assert confirm == [3]  # one design, one more seed, the full 3 epochs
-    search_spent = sum(spent) - sum(confirm)
-    assert 14 - 3 <= search_spent < 14 - 3 + 3  # stopped within one trial (3 epochs) of its 11
-    assert f"[{search_spent}/14 epochs]" in out
+    race = [s for t, s in zip(trials, spent) if "repeat" in t.user_attrs]
+    assert race == [3, 3]  # two designs, one more seed each, the full 3 epochs
+    search_spent = sum(spent) - sum(race)
+    assert 30 - 12 <= search_spent < 30 - 12 + 3  # stopped within one trial (3 epochs) of its 18
+    assert f"[{search_spent}/30 epochs]" in out
 
 
-def test_budget_too_small_for_the_confirmation_is_refused(tmp_path, capsys):
+def test_budget_too_small_for_the_race_is_refused(tmp_path, capsys):
     db = tmp_path / "b.db"
     assert _search(tmp_path, db, "--budget-epochs", "5", text=TPE) == 2
     err = capsys.readouterr().err
-    assert "confirmation's 18 (3 designs x 2 seeds x 3 epochs)" in err and len(err.splitlines()) == 1
+    assert "the 36 reserved for the race's first look (4 designs x 3 seeds x 3 epochs)" in err and len(err.splitlines()) == 1
     assert not db.exists() or not optuna.get_all_study_summaries(f"sqlite:///{db}")
     assert _search(tmp_path, db, "--budget-epochs", "50", "--trials", "3", text=TPE) == 2
     assert "not both" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from _tinygrid import GRID, TPE, _search
 def test_the_python_api_refuses_what_the_cli_refuses_and_a_search_is_frozen_and_picklable():
     tpe, grid = parse_space(TPE, source="tpe.yaml"), parse_space(GRID, source="grid.yaml")
     refused = [(dict(space=tpe, budget_epochs=5), "budget-epochs: 5 leaves nothing for the search after the "
-                "confirmation's 18 (3 designs x 2 seeds x 3 epochs); raise it, or lower --confirm"),
+                "36 reserved for the race's first look (4 designs x 3 seeds x 3 epochs); raise it, or lower --confirm"),
                (dict(space=tpe, trials=3, more=2), "trials: --trials and --more both set the run's budget; give one, "
                 "not both"),
                (dict(space=grid, more=1), f"more: space {grid.name} is a grid, whose points are its budget; "

@@ -1,4 +1,4 @@
-"""resnas.designs: trials read as designs, confirmation runs adding seeds to the best ones."""
+"""resnas.designs: trials read as designs, the race's runs adding seeds to the best ones."""
 
 import json
 import statistics
@@ -14,31 +14,34 @@ from resnas.recipe import design_seed
 from _tinygrid import _search, _study
 
 
-def test_search_confirms_the_best_designs_with_more_seeds(tmp_path, capsys):
+def test_the_race_adds_seeds_to_the_best_designs_and_the_paper_unit(tmp_path, capsys):
     db = tmp_path / "c.db"
-    assert _search(tmp_path, db, "--confirm", "2", "--confirm-seeds", "2") == 0
+    assert _search(tmp_path, db, "--confirm", "2", "--max-seeds", "3") == 0
     out = capsys.readouterr().out
     study = _study(db)
+    raced = study.user_attrs["race"]["designs"]
+    k = len(raced)  # the best two and the paper's unit, unless it is one of them
     trials = study.get_trials(deepcopy=False)
-    assert len(trials) == 4 + 2 * 2  # the grid, then 2 designs x 2 more seeds
+    assert k in (2, 3) and len(trials) == 4 + 2 * k  # the grid, then 2 more seeds of each design in the race
     repeats = [t for t in trials if t.user_attrs.get("repeat")]
-    assert sorted(t.user_attrs["repeat"] for t in repeats) == [1, 1, 2, 2]
+    assert sorted(t.user_attrs["repeat"] for t in repeats) == sorted([1, 2] * k)
     assert all(t.state == TrialState.COMPLETE and len(t.user_attrs["val_error"]) == 2 for t in repeats)
     firsts = {t.number: t for t in trials if not t.user_attrs.get("repeat")}
     for t in repeats:
         first = firsts[t.user_attrs["confirms"]]
         assert t.user_attrs["spec"] == first.user_attrs["spec"]
-        assert t.user_attrs["seed"] == design_seed(5, t.user_attrs["spec"], t.user_attrs["repeat"])
+        assert t.user_attrs["seed"] == design_seed(5, t.user_attrs["repeat"])
     confirmed = {t.user_attrs["confirms"] for t in repeats}
     best_two = sorted(firsts.values(), key=lambda t: (t.value, t.number))[:2]
-    assert confirmed == {t.number for t in best_two}  # the two best single-seed designs were confirmed
+    assert {t.number for t in best_two} <= confirmed  # the two best single-seed designs raced
+    assert {firsts[n].user_attrs["spec"] for n in confirmed} == set(raced)
     assert "confirms trial" in out and " ± " in out and "tied with the best" in out
 
     assert main(["best", "--storage", f"sqlite:///{db}", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["trials"]
-    assert [r["n"] for r in rows] == [3, 3, 1, 1]
-    assert rows[0]["tied_with_best"] is True and rows[2]["tied_with_best"] is None
-    for r in rows[:2]:
+    assert [r["n"] for r in rows] == [3] * k + [1] * (4 - k)
+    assert rows[0]["tied_with_best"] is True and rows[k]["tied_with_best"] is None
+    for r in rows[:k]:
         errors = [study.trials[n].value for n in r["trials"]]
         assert r["errors"] == errors and r["mean"] == pytest.approx(statistics.fmean(errors), abs=1e-6)
         assert r["sd"] == pytest.approx(statistics.stdev(errors), abs=1e-6)
@@ -48,9 +51,9 @@ def test_search_confirms_the_best_designs_with_more_seeds(tmp_path, capsys):
     note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), None)["body"]
     assert "| 3 | best |" in note and "±" in note
 
-    # a rerun has nothing left to confirm: no trial is added
-    assert _search(tmp_path, db, "--confirm", "2", "--confirm-seeds", "2") == 0
-    assert len(_study(db).trials) == 8
+    # a rerun has nothing left to race: no trial is added
+    assert _search(tmp_path, db, "--confirm", "2", "--max-seeds", "3") == 0
+    assert len(_study(db).trials) == 4 + 2 * k
 
 
 def test_a_single_seed_study_reads_n_1(tmp_path, capsys):

@@ -96,14 +96,17 @@ def test_custom_space_yaml_runs_with_resnas_search(tmp_path):
 def test_multi_gpu_trial_sh_trains_one_trial_on_two_cpu_processes(tmp_path):
     db = tmp_path / "multi.db"
     out = _run(["bash", EXAMPLES / "multi_gpu_trial.sh"], tmp_path, NUM_PROCESSES="2", ACCELERATE_USE_CPU="1",
-               EPOCHS="1", STORAGE=f"sqlite:///{db}", MAIN_PROCESS_PORT="0")
+               EPOCHS="1", MAX_SEEDS="2", STORAGE=f"sqlite:///{db}", MAIN_PROCESS_PORT="0")
     assert "accelerate launch --num_processes 2:" in out
     assert out.count("best of default") == 1  # only the main process reports
     trials = _trials(db, "default")
-    # the search's one trial, then its design confirmed with 2 more seeds, each on both processes too
-    assert [t.user_attrs.get("repeat") for t in trials] == [None, 1, 2]
+    # the search's one trial, then the race (its design and the paper's unit, unless it is that) to 2 seeds,
+    # each on both processes too
+    raced = optuna.load_study(study_name="default", storage=f"sqlite:///{db}").user_attrs["race"]["designs"]
+    assert sorted(map(str, (t.user_attrs.get("repeat") for t in trials))) == \
+        sorted(["None", "1"] + (["0", "1"] if len(raced) == 2 else []))
     assert all(t.state == TrialState.COMPLETE and t.user_attrs["status"] == "ok" for t in trials)
-    assert len({t.user_attrs["seed"] for t in trials}) == 3
+    assert len({t.user_attrs["seed"] for t in trials}) == 2  # paired: one seed per repeat
     assert trials[0].user_attrs["status"] == "ok" and trials[0].user_attrs["epochs"] == 1
     assert trials[0].user_attrs["val_error"] == [trials[0].value]  # the one epoch, gathered over both processes
 
@@ -123,12 +126,14 @@ def test_workers_sh_runs_two_cpu_workers_on_one_study(tmp_path):
 def test_export_reload_gives_the_recorded_error_and_the_exported_predictions(tmp_path):
     db, folder = tmp_path / "export.db", tmp_path / "best-net"
     out = _run([sys.executable, EXAMPLES / "export_reload.py", "--storage", f"sqlite:///{db}", "--output", folder,
-                "--trials", "1", "--epochs", "1"], tmp_path)
+                "--trials", "1", "--epochs", "1", "--max-seeds", "2"], tmp_path)
     trials = _trials(db, "default")
-    assert [t.user_attrs.get("confirms") for t in trials] == [None, 0, 0]  # one design: its trial, 2 more seeds
-    best = trials[0]  # of a design's runs, its search trial keeps the weights
+    assert "repeat" not in trials[0].user_attrs and all("repeat" in t.user_attrs for t in trials[1:])  # then the race
+    best = trials[int(re.search(r"exported trial (\d+) to", out).group(1))]
+    # of a design's runs, its first (the search trial, or the paper's unit's repeat 0) keeps the weights
+    assert best.number == min(t.number for t in trials if t.user_attrs["spec"] == best.user_attrs["spec"])
     assert f"exported trial {best.number} to {folder} (trial {best.number}'s own weights)" in out
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     reloaded, recorded = map(float, re.search(r"val error: ([\d.]+) reloaded, ([\d.]+) recorded", out).groups())
     assert reloaded == recorded == pytest.approx(best.value, abs=1e-6)
     assert "predictions match the exported weights: True" in out

@@ -124,7 +124,7 @@ def test_export_retrains_with_the_searchs_seed_and_reproduces_the_trial(tmp_path
     study = optuna.load_study(study_name="seeded", storage=url)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs["status"] == "ok"]
     assert len(done) == 4 and study.user_attrs["seed"] == 11
-    assert all(t.user_attrs["seed"] == design_seed(11, t.user_attrs["spec"]) for t in done)
+    assert all(t.user_attrs["seed"] == design_seed(11) for t in done)
     kept = next(t for t in done if weights_kept(study, url, t))  # top k: files of the rest removed
     assert main(["export", "--storage", url, "--trial", str(kept.number), "--output", str(tmp_path / "own")]) == 0
     assert "own weights" in capsys.readouterr().out

@@ -9,7 +9,7 @@ import click
 from ..designs import ranked_designs
 from ..kept import WEIGHTS_TOP_K
 from ..record import TrialRecord, study_space
-from ..results import design_row, export_trial, kept_test_errors, mean_sd, tie_label
+from ..results import design_row, export_trial, kept_test_errors, mean_sd, tie_label, verdict_fields, verdict_lines
 from .common import UserError
 from .display import print_best, say, si, test_cell
 from .options import storage_option, study_option
@@ -61,11 +61,12 @@ def best(storage: str | None, study_name: str | None, top: int, as_json: bool, t
             tested, error = tests[i - 1] or (None, None)
             rows[-1].update(test_error=error, test_trial=tested)
     click.echo(json.dumps(dict(study=study.study_name, directions=[d.name.lower() for d in study.directions],
-                               trials=rows), indent=2))
+                               trials=rows, **verdict_fields(study)), indent=2))
 
 
 def show_best(study, top: int, tests: list | None = None, designs: list | None = None) -> None:
-    """The study's designs, best first: mean val error +- sd over n seeds, and whether tied with the best."""
+    """The study's designs, best first: mean val error +- sd over n seeds, and whether tied with the best;
+    under them, the race's verdict."""
     # tests (best --test): per shown design, (trial, test error) of its kept weights, or None: "-", footnoted
     trials = study.get_trials(deepcopy=False)
     designs = ranked_designs(study)[:top] if designs is None else designs
@@ -75,7 +76,10 @@ def show_best(study, top: int, tests: list | None = None, designs: list | None =
         r = TrialRecord.from_trial(trials[d.trials[0]])
         rows.append([str(d.trials[0]), mean_sd(d), *([test_cell(tests[rank - 1])] if tests else []), str(d.n),
                      tie_label(d, rank), si(r.params or 0), si(r.macs or 0), str(r.epochs or "")])
-    print_best(study, study_space(study), designs, rows, header, WEIGHTS_TOP_K, tests)
+    space = study_space(study)
+    print_best(study, space, designs, rows, header, WEIGHTS_TOP_K, tests)
+    for line in verdict_lines(study, space):  # the race's verdict (resnas.racing), under the table
+        say(line)
 
 
 @click.command()

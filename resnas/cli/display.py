@@ -161,8 +161,9 @@ class SearchDisplay:
         record, status = TrialRecord.from_trial(trial), status_of(trial)
         error = record.val_error[-1] if record.val_error else trial.values[0] if trial.values else None
         note = ""
-        if record.repeat:  # a confirmation run: another seed of a design the search ranked high
-            note = f"(confirms trial {record.confirms}, seed {record.repeat + 1})"
+        if record.repeat is not None:  # a race run: another seed of a design the search ranked high, or the baseline
+            of = f"confirms trial {record.confirms}" if record.confirms is not None else "race: the baseline"
+            note = f"({of}, seed {record.repeat + 1})"
         elif status == Status.DUPLICATE and record.duplicate_of is not None:  # its error is its twin's
             note = f"(trial {record.duplicate_of}'s design: not retrained)"
         elif status not in (Status.OK, Status.PRUNED) and record.reason:

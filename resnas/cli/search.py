@@ -10,6 +10,7 @@ from ..config import Search
 from ..data import DATASETS
 from ..errors import did_you_mean
 from ..fidelity import recorded_fidelity
+from ..race import MARGIN, RaceRules
 from ..ranks import in_launch
 from ..runners import Progress, run
 from ..runners import devices as resolve_devices
@@ -53,18 +54,25 @@ __all__ = ["search"]
                    "its reference net (identity, full pre-activation, same depth); 0.5 on Table 1 (BENCHMARKS.md).")
 @click.option("--budget-epochs", type=click.IntRange(min=1),
               help="Target instead of --trials: run until the study's candidates have trained N epochs "
-                   "(the confirmation's share reserved first).")
+                   "(the race's first look reserved first: its designs x 3 seeds x --epochs; the race goes on "
+                   "within N).")
 @click.option("--confirm", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Train the best K designs again with more seeds after the search (0: skip).")
-@click.option("--confirm-seeds", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Extra seeds per confirmed design.")
+              help="After the search, the best K designs and the baseline race to a verdict, one more seed per "
+                   "design a round (0: no race).")
+@click.option("--margin", type=click.FloatRange(min=0), default=MARGIN * 100, show_default=True,
+              help="The race ends tied when the designs left are shown within this many points of error (0: never).")
+@click.option("--max-seeds", type=click.IntRange(min=2), default=RaceRules.max_seeds, show_default=True,
+              help="The race's seeds per design at most; the same command with more continues the race.")
+@click.option("--baseline", default="paper", show_default=True,
+              help="In the race besides: paper (full pre-activation, identity shortcut, the leader's other "
+                   "choices, when the space has it), none, or a spec string.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Rows of the final table.")
 @threads_option
 def search(space_name: str, dataset: str | None, data_dir: str | None, storage: str | None, study_name: str | None,
            trials: int | None, more: int | None, timeout: float | None, epochs: int | None, seed: int | None,
            devices: str | None, workers: int | None, heartbeat: int, probe_max_gain: float | None,
-           probe_max_deviation: float | None, budget_epochs: int | None, confirm: int, confirm_seeds: int,
-           top: int, threads: int | None) -> None:
+           probe_max_deviation: float | None, budget_epochs: int | None, confirm: int, margin: float,
+           max_seeds: int, baseline: str, top: int, threads: int | None) -> None:
     """Search the space's residual-unit designs on a data set with Optuna.
 
     Resumes the study when it exists: --trials (or --budget-epochs) is a target for the study, so the
@@ -91,7 +99,8 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
                      trials=trials, more=more, timeout=timeout, epochs=epochs, seed=seed,
                      threads=chosen.count if chosen else threads,
                      heartbeat=heartbeat, probe_max_gain=probe_max_gain, probe_max_deviation=probe_max_deviation,
-                     budget_epochs=budget_epochs, confirm=confirm, repeats=confirm_seeds)
+                     budget_epochs=budget_epochs, confirm=confirm, margin=margin / 100, max_seeds=max_seeds,
+                     baseline=baseline)
         live = console.is_terminal and not in_launch()
         if chosen:
             say(chosen.line())
