@@ -10,7 +10,7 @@ from ..network import count_macs, count_params
 from ..spec import PLACEMENTS
 from ..zoo import ZOO, ResNet, resolve_model
 from .common import UserError
-from .display import SpecText, console
+from .display import SpecText, console, say
 
 __all__ = ["models", "summary"]
 
@@ -26,9 +26,9 @@ def models() -> None:
       resnas models
     """
     table = Table("name", "spec", "params", title="resnas models (timm.create_model(name))")
-    table.columns[1].overflow = "fold"
     for name, spec in ZOO.items():
-        table.add_row(name, str(spec), f"{count_params(ResNet(spec)):,}")
+        table.add_row(name, SpecText(str(spec)), f"{count_params(ResNet(spec)):,}")
+    table.add_row("resnas_spec", SpecText("any spec: spec='depth=56,act=preact,...'"), "-")
     console.print(table)
 
 
@@ -53,7 +53,6 @@ def summary(model: str, num_classes: int | None, in_chans: int | None, input_siz
     size = (c, input_size or h, input_size or w)
     table = Table("", "value", title=f"resnas summary: {model}", show_header=False)
     table.add_row("spec", SpecText(str(net.spec)))
-    table.add_row("timm", SpecText(f"timm.create_model('resnas_spec', spec='{net.spec}')"))
     table.add_row("depth", str(net.spec.depth))
     table.add_row("params", f"{count_params(net):,}")
     table.add_row("MACs / image", f"{count_macs(net, size) / 1e6:,.1f}M at {size[1]}x{size[2]}")
@@ -63,6 +62,7 @@ def summary(model: str, num_classes: int | None, in_chans: int | None, input_siz
         table.add_row(_stage_label(net.spec, i, len(feats)),
                       f"{tuple(f.shape[1:])}, reduction {info['reduction']}, timm {info['module']}")
     console.print(table)
+    say(f"timm: timm.create_model('resnas_spec', spec='{net.spec}')")  # one line: copied whole
 
 
 def _stage_label(spec, i: int, n: int) -> str:
