@@ -28,4 +28,4 @@ def test_summary_prints_its_timm_call_whole_on_one_line(columns_80, capsys):
     out = capsys.readouterr().out  # issue 24: the row wrapped inside the quoted spec, copied it was broken
     calls = [line for line in out.splitlines() if "timm.create_model(" in line]
     assert len(calls) == 1 and calls[0].strip().endswith("')")
-    assert f"spec='layout=cifar,depth=20,unit=basic,act=original" in calls[0]
+    assert "spec='layout=cifar,depth=20,unit=basic,act=original" in calls[0]

@@ -100,7 +100,7 @@ def _print_probes(rows: list[dict], label: dict[str, str], dataset: str) -> None
                       f"{d['ratio']:.3g}", f"{d['slope']:.3f}", term,
                       *([str(ref_no[d["reference"]])] if len(refs) > 1 else []))
     console.print(table)
-    say("ref: the identity-shortcut, full pre-activation net of the same depth and widths (the paper's design); "
-        "vs ref = gain - the ref's gain, 0 for the ref itself")
+    console.print("ref: the identity-shortcut, full pre-activation net of the same depth and widths (the "
+                  "paper's design); vs ref = gain - the ref's gain, 0 for the ref itself", highlight=False)
     for i, (spec, gain) in enumerate(refs, start=1):
-        say(f"ref{f' {i}' if len(refs) > 1 else ''}: {spec}, gain {gain:.2f}")
+        console.print(SpecText(f"ref{f' {i}' if len(refs) > 1 else ''}: {spec}, gain {gain:.2f}"), highlight=False)
