@@ -245,3 +245,21 @@ def test_best_prints_percent_and_json_keeps_the_full_spec_as_fractions(searched)
     assert rows[0]["spec"] == best.user_attrs["spec"] and "in_chans=1" in rows[0]["spec"]
     assert rows[0]["mean"] == pytest.approx(best.value, abs=1e-6) and rows[0]["mean"] < 1  # a fraction
     assert "fractions" in _run("best", "--help", cwd=cwd)
+
+
+def test_the_search_bar_counts_race_runs_apart_and_its_clock_runs_on_after_the_target(monkeypatch):
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    def run(number: int, **attrs):  # issue 24: `trials 30/24` during the race, a clock stopped at the target
+        return create_trial(state=TrialState.COMPLETE, value=0.1, params={"x": 0.5},
+                            distributions={"x": FloatDistribution(0, 1)}, user_attrs={"spec": "depth=8", **attrs})
+
+    with display.SearchDisplay(2, 1, live=False) as shown:
+        for number, attrs in enumerate([{}, {}, {"repeat": 1}, {"repeat": 2}]):
+            shown.on_trial(None, run(number, **attrs))
+        tasks = {t.description: t for t in shown.progress.tasks}
+        assert (tasks["trials"].completed, tasks["trials"].total, tasks["race"].completed) == (2, 2, 2)
+        clock = display.RunClock()
+        clock.start -= 75  # the run started 75 s ago; the trials bar finished long before
+        assert tasks["trials"].finished and clock.render(tasks["trials"]).plain == "0:01:15"

@@ -8,7 +8,7 @@ import time
 from rich import box
 from rich.console import Console, Group
 from rich.measure import Measurement
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -98,6 +98,19 @@ def print_train(result, data) -> None:
 
 
 # ---- search -----------------------------------------------------------------------------------------------
+class RunClock(ProgressColumn):
+    """The time since the display started, on every bar: a task's own clock stops when it is complete (the
+    trials bar at its target while the race still runs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.start = time.monotonic()
+
+    def render(self, task) -> Text:
+        seconds = int(time.monotonic() - self.start)
+        return Text(f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}", style="progress.elapsed")
+
+
 class SearchDisplay:
     """What a search shows: a row per finished trial (printed above the live bar in a terminal, as plain
     lines in a log), and in a terminal a trials bar with the best so far and the current trial's epochs."""
@@ -107,12 +120,12 @@ class SearchDisplay:
         self.live, self.epochs, self.space, self.best, self.seen = live, epochs, space, None, set()
         self.budget, self.spent, self.fidelity_shown, self.header_shown = budget_epochs, 0, False, False
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console,
-                                 disable=not live)
+                                 RunClock(), TextColumn("{task.fields[note]}"), console=console, disable=not live)
         # with --budget-epochs the bar counts candidate-epochs spent of the budget, else trials
         self.trials = self.progress.add_task("epochs" if budget_epochs else "trials",
                                              total=budget_epochs or total, note="")
         self.current = self.progress.add_task("trial -", total=epochs, note="")
+        self.race = None  # the race's runs, counted apart: they are not trials of the search's target
 
     def __enter__(self):
         self.progress.__enter__()
@@ -145,7 +158,12 @@ class SearchDisplay:
         self.spent += epochs_spent(trial)
         if self.budget:
             best = f"{max(0, self.budget - self.spent)} epochs left; {best}"
-        self.progress.update(self.trials, advance=epochs_spent(trial) if self.budget else 1, note=best)
+        if TrialRecord.from_trial(trial).repeat is not None and not self.budget:
+            if self.race is None:
+                self.race = self.progress.add_task("race", total=None, note="")
+            self.progress.update(self.race, advance=1)
+        else:
+            self.progress.update(self.trials, advance=epochs_spent(trial) if self.budget else 1, note=best)
         self.progress.reset(self.current, total=self.epochs, description="trial -")
         self.progress.console.print(self._row(trial))
 
