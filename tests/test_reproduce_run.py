@@ -79,3 +79,22 @@ def test_ctrl_c_after_a_row_writes_the_table_so_far_and_the_same_command_finishe
     per_row = Counter(str(sorted(t.params.items())) for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
     assert sorted(per_row.values()) == [1, 1, 1]  # the finished row was not trained again
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_ctrl_c_while_a_resumed_run_times_its_rows_names_the_runs_the_study_holds(tmp_path, monkeypatch, capsys):
+    from resnas import reproduce
+    from resnas.cli import main
+
+    args = ["reproduce", "table1", "--rows", "1,2", "--depth-scale", "0.05", "--epochs", "1", "--output",
+            str(tmp_path / "out")]
+    assert main([*args[:3], "1", *args[4:]]) == 0  # row 1 trained and in the study
+
+    def interrupted(*_, **__):
+        raise KeyboardInterrupt  # Ctrl-C while the resumed run times the rows left
+
+    monkeypatch.setattr(reproduce, "epoch_seconds", interrupted)
+    capsys.readouterr()
+    assert main(args) == 130
+    err = capsys.readouterr().err  # issue 24: "nothing trained yet" although row 1 was in reproduce.db
+    assert "nothing trained yet" not in err and "1 of 2 runs done" in err, err
+    assert (tmp_path / "out" / "table1.md").is_file()

@@ -72,10 +72,10 @@ def search_again(plan) -> str:
 
 def reproduce_interrupted(table_run) -> str:
     """What Ctrl-C kept of a reproduction, and the exact command that continues it."""
-    if table_run is None or table_run.written is None:
-        return f"nothing trained yet; start it again with: {again()}"
-    rows = table_run.rows()
+    rows = [] if table_run is None or table_run.written is None else table_run.rows()
     done, runs = sum(len(r.errors) for r in rows), sum(r.repeats for r in rows)
+    if not done:
+        return f"nothing trained yet; start it again with: {again()}"
     md, csv_path = table_run.written
     return (f"{done} of {runs} runs done; the table so far is in {md} and {csv_path} (the rest marked "
             f"\"not run\"); the interrupted run resumes from its last epoch with: {again()}")

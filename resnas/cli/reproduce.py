@@ -94,6 +94,8 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
             result = table_run.run()
         seconds = time.perf_counter() - start
     except KeyboardInterrupt:
+        if table_run is not None and table_run.study is not None:  # a resumed study holds runs already
+            table_run.write()
         raise Interrupted(hints.reproduce_interrupted(table_run)) from None
     except (*USER_ERRORS, ReproduceError) as e:
         raise UserError(str(e)) from None
