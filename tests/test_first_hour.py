@@ -10,16 +10,15 @@ import sys
 import urllib.error
 from pathlib import Path
 
+import optuna
 import pytest
 import torchvision.datasets.cifar
 
 import resnas
 import resnas.cli.display
-from resnas.config import Search
 from resnas.data import DataError, load_data
 from resnas.export import export
 from resnas.results import export_trial
-from resnas.runners import run_search
 from resnas.space import DEFAULT_TRIALS, SpaceError, builtin_spaces, load_space, parse_space
 from resnas.storage import StudyError, open_storage
 
@@ -141,21 +140,9 @@ def test_train_output_follows_the_umask(tmp_path, umask_022, resnas_cli):
                                         "checkpoint.safetensors": 0o644}
 
 
-ONE_TRIAL = """
-name: one
-dataset: digits
-sampler: random
-pruner: none
-epochs: {min: 1, max: 1}
-trials: 1
-recipe: {batch_size: 256, warmup_iters: 0}
-space: {widths: [[4, 8, 16]], depth: [8], act: [preact], shortcut: [identity]}
-"""
-
-
-def test_export_of_a_trial_follows_the_umask(tmp_path, umask_022):
-    url = f"sqlite:///{tmp_path / 'one.db'}"
-    study = run_search(Search(parse_space(ONE_TRIAL), storage=url, heartbeat=None, confirm=0))
+def test_export_of_a_trial_follows_the_umask(searched_copy, tmp_path, umask_022):
+    url = f"sqlite:///{searched_copy / 's.db'}"
+    study = optuna.load_study(study_name="default", storage=open_storage(url))
     folder, _ = export_trial(study, url, None, tmp_path / "net")
     modes = _modes(folder)
     assert modes.pop("net") == 0o755 and set(modes.values()) == {0o644}
