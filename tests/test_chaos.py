@@ -1,5 +1,5 @@
 """Chaos: three workers start together on a fresh storage and a 5-point grid of 3 epochs a trial; one is
-SIGKILLed mid-trial (after its first epoch's checkpoint) at a random moment and started again. Every worker exits 0 (or is the killed one), every grid point
+SIGKILLed mid-trial (after an epoch's checkpoint, before its last) at a random moment and started again. Every worker exits 0 (or is the killed one), every grid point
 completes exactly once, nothing is left RUNNING or WAITING, no completed trial changes, and the killed
 trial is retried from its epoch checkpoint. On SQLite, journal, PostgreSQL and the gRPC proxy, and for a
 trial under ``accelerate launch`` (2 CPU ranks). Also the dead-worker rules themselves (resnas.workers).
@@ -107,11 +107,11 @@ def _kill_tree(pid: int) -> None:
 
 def _victim_trial(trials: list, pid: int):
     """The trial that the process ``pid`` (or a rank it launched) runs, once it has trained an epoch (so it
-    has a checkpoint) and while it has more to go."""
+    has a checkpoint) and while it has more to go (any epoch but the last: a window of 2 of 3 epochs)."""
     tree = _tree(pid)
     for t in trials:
         worker = t.user_attrs.get("worker") or {}
-        if t.state == TrialState.RUNNING and worker.get("pid") in tree and len(t.user_attrs.get("val_error") or ()) == 1:
+        if t.state == TrialState.RUNNING and worker.get("pid") in tree and 1 <= len(t.user_attrs.get("val_error") or ()) < EPOCHS:
             return t
     return None
 
