@@ -36,7 +36,7 @@ space:
   act: [original, bn_after_add, relu_before_add, relu_preact, preact]
   shortcut: {identity: {}}
 """
-POINTS, EPOCHS = 5, 3  # the fewest that prove it: more jobs than workers, and a kill after one epoch of 3
+POINTS, EPOCHS = 5, 3  # the fewest that prove it: more jobs than workers, a kill after a checkpoint, before the last
 DRAWN = """
 name: drawn
 dataset: digits
