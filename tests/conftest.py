@@ -1,6 +1,10 @@
 """Shared test settings and fixtures."""
 
+import contextlib
+import io
 import os
+import shutil
+import subprocess
 
 # One intra-op thread per test process and per process a test starts (they inherit it; resnas.threads
 # honours it): the tests' tiny nets gain little from more, and on a busy machine (or under pytest -n 2)
@@ -47,3 +51,49 @@ def space_file(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY)
     return path
+
+
+def run_cli(*argv, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """``resnas ARGV`` run in this process, as a subprocess would be seen: exit code, stdout, stderr (rich's
+    consoles write to sys.stdout and sys.stderr as they are at call time, and read COLUMNS then)."""
+    from resnas.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    here = os.getcwd()
+    try:
+        os.environ.update(env or {})
+        os.chdir(cwd or here)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in argv])
+    finally:
+        os.chdir(here)
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return subprocess.CompletedProcess(["resnas", *argv], code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def resnas_cli():
+    """:func:`run_cli`: a test of what a command prints and returns, without starting an interpreter."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def searched(tmp_path_factory):
+    """One real search per test process, built once and only read: ``resnas search`` of the default space,
+    3 trials of 2 epochs, into sqlite:///s.db in its folder (its artifacts beside it); returns (folder, what
+    it printed at an 80-column width into a pipe)."""
+    cwd = tmp_path_factory.mktemp("searched")
+    run = run_cli("search", "--trials", "3", "--epochs", "2", "--confirm", "0", "--storage", "sqlite:///s.db",
+                  cwd=cwd, env={"COLUMNS": "80", "TERM": "dumb"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    return cwd, run.stdout
+
+
+@pytest.fixture
+def searched_copy(searched, tmp_path):
+    """A copy of :func:`searched`'s folder (its db and artifacts) for a test that writes to it."""
+    folder = tmp_path / "searched"
+    shutil.copytree(searched[0], folder)
+    return folder

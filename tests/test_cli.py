@@ -40,16 +40,15 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys):
     assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_console_script_exit_code_and_help_example():
+def test_console_script_exit_code_and_help_example(resnas_cli):
     run = subprocess.run([sys.executable, "-m", "resnas", "summary", "depth=21"], capture_output=True, text=True)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and run.stdout == ""
-    run = subprocess.run([sys.executable, "-m", "resnas", "summary", "--help"], capture_output=True, text=True)
+    run = resnas_cli("summary", "--help")
     assert run.returncode == 0 and "resnas summary preact_resnet164" in run.stdout
 
 
-def test_console_script_export_error_is_one_line_and_writes_nothing(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "resnas", "export", "--storage", f"sqlite:///{tmp_path}/none.db",
-                          "--output", str(tmp_path / "net")], capture_output=True, text=True)
+def test_export_error_is_one_line_and_writes_nothing(tmp_path, resnas_cli):
+    run = resnas_cli("export", "--storage", f"sqlite:///{tmp_path}/none.db", "--output", str(tmp_path / "net"))
     assert run.returncode == 2 and run.stdout == "" and "Traceback" not in run.stderr
     assert run.stderr == (f"error: storage: {tmp_path}/none.db does not exist; "
                           "run resnas search first or pass --storage\n")

@@ -159,7 +159,7 @@ def _cmd(space, url, *extra):
             *extra]
 
 
-def test_retried_trial_with_a_damaged_checkpoint_fails_with_that_reason(tmp_path):
+def test_retried_trial_with_a_damaged_checkpoint_fails_with_that_reason(tmp_path, resnas_cli):
     # trial 0 is killed while writing its second checkpoint: the first (epoch 1) stays to resume from
     space = tmp_path / "g2.yaml"
     space.write_text(GRID.replace("name: g1", "name: g2").replace("act: [original]", "act: [original, preact]"))
@@ -169,7 +169,7 @@ def test_retried_trial_with_a_damaged_checkpoint_fails_with_that_reason(tmp_path
     assert killed.returncode == -signal.SIGKILL
     [ckpt] = (artifact_root(url) / "checkpoints").rglob(CHECKPOINT)
     damaged = _flip_tensor_byte(ckpt)
-    rerun = subprocess.run(_cmd(space, url), capture_output=True, text=True, timeout=300, env=ENV)
+    rerun = resnas_cli(*_cmd(space, url)[3:])  # the same command, run in this process
     assert rerun.returncode == 0 and "Traceback" not in rerun.stderr, rerun.stderr
     trials = optuna.load_study(study_name="g2", storage=url).trials
     [retry] = [t for t in trials if t.user_attrs.get("retry_of") == 0]

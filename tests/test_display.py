@@ -3,10 +3,7 @@ epoch, compact specs that fit 80 columns without folding a field, error in perce
 
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 
 import optuna
 import pytest
@@ -84,7 +81,8 @@ def _trial(number: int, state, status: str, errors: list[float], spec: str, **at
 def _rows(printed: str) -> dict[int, str]:
     """Each trial's row, its wrapped lines joined: trial number -> text."""
     rows: dict[int, str] = {}
-    for line in printed.splitlines()[1:]:
+    lines = printed.splitlines()  # after the header (a search prints its threads line above it)
+    for line in lines[1 + next(i for i, line in enumerate(lines) if line.split()[:2] == ["trial", "status"]):]:
         if re.match(r"\s*\d+ ", line):
             rows[int(line.split()[0])] = line.strip()
         else:
@@ -192,20 +190,11 @@ def test_dashboard_note_gives_errors_in_percent(tmp_path):
     assert study.user_attrs["ranking"][0]["mean"] == pytest.approx(0.0266)  # what scripts read stays a fraction
 
 
-# ---- the commands as a user runs them, at an 80-column terminal's width into a pipe -------------------------
-def _run(*argv, cwd):
-    env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
-    run = subprocess.run([sys.executable, "-m", "resnas", *argv], cwd=cwd, env=env, capture_output=True, text=True,
-                         timeout=600)
+# ---- the commands as a user runs them, at an 80-column terminal's width into a pipe (conftest's searched) ----
+def _run(resnas_cli, *argv, cwd):
+    run = resnas_cli(*argv, cwd=cwd, env={"COLUMNS": "80", "TERM": "dumb"})
     assert run.returncode == 0, run.stdout + run.stderr
     return run.stdout
-
-
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("search")
-    out = _run("search", "--trials", "3", "--epochs", "2", "--confirm", "0", "--storage", "sqlite:///s.db", cwd=cwd)
-    return cwd, out
 
 
 def _study_of(cwd):
@@ -233,18 +222,18 @@ def test_search_prints_rows_table_and_next_commands_in_80_columns(searched):
                                      "  resnas dashboard --storage sqlite:///s.db"], out
 
 
-def test_best_prints_percent_and_json_keeps_the_full_spec_as_fractions(searched):
+def test_best_prints_percent_and_json_keeps_the_full_spec_as_fractions(searched, resnas_cli):
     cwd, _ = searched
-    out = _run("best", "--storage", "sqlite:///s.db", cwd=cwd)
+    out = _run(resnas_cli, "best", "--storage", "sqlite:///s.db", cwd=cwd)
     assert all(len(line) <= 80 for line in out.splitlines()), out
     study = _study_of(cwd)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert done and all(f"{t.value:.2%}" in out and f"{t.value:.4f}" not in out for t in done), out
-    rows = json.loads(_run("best", "--storage", "sqlite:///s.db", "--json", cwd=cwd))["trials"]
+    rows = json.loads(_run(resnas_cli, "best", "--storage", "sqlite:///s.db", "--json", cwd=cwd))["trials"]
     best = study.trials[rows[0]["trial"]]
     assert rows[0]["spec"] == best.user_attrs["spec"] and "in_chans=1" in rows[0]["spec"]
     assert rows[0]["mean"] == pytest.approx(best.value, abs=1e-6) and rows[0]["mean"] < 1  # a fraction
-    assert "fractions" in _run("best", "--help", cwd=cwd)
+    assert "fractions" in _run(resnas_cli, "best", "--help", cwd=cwd)
 
 
 def test_the_search_bar_counts_race_runs_apart_and_its_clock_runs_on_after_the_target(monkeypatch):

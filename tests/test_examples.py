@@ -1,7 +1,11 @@
-"""Every example in examples/, run as a user runs it (python / resnas / bash in a subprocess), in its smallest form."""
+"""Every example in examples/, run as a user runs it, in its smallest form: resnas and bash in a subprocess,
+a Python example in this process as ``python example.py ARGS`` runs it (runpy, as __main__, in its folder)."""
 
+import contextlib
+import io
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +36,18 @@ def _run(argv: list[str], cwd: Path, timeout: int = 300, **env: str) -> str:
     return run.stdout
 
 
+def _example(script: str, *args, cwd: Path, monkeypatch) -> str:
+    """``python examples/SCRIPT ARGS`` in ``cwd``, run in this process; its stdout."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [str(EXAMPLES / script), *map(str, args)])
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("RESNAS_STORAGE", raising=False)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        runpy.run_path(str(EXAMPLES / script), run_name="__main__")
+    return out.getvalue()
+
+
 def _trials(db: Path, study: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=study, storage=f"sqlite:///{db}").trials
 
@@ -41,10 +57,10 @@ def _best(trials):
     return min(done, key=lambda t: (t.value, t.number))
 
 
-def test_quick_search_prints_the_best_trial_and_its_timm_model(tmp_path):
+def test_quick_search_prints_the_best_trial_and_its_timm_model(tmp_path, monkeypatch):
     db = tmp_path / "quick.db"
-    out = _run([sys.executable, EXAMPLES / "quick_search.py", "--trials", "2", "--epochs", "1",
-                "--storage", f"sqlite:///{db}", "--confirm", "0"], tmp_path)
+    out = _example("quick_search.py", "--trials", "2", "--epochs", "1", "--storage", f"sqlite:///{db}",
+                   "--confirm", "0", cwd=tmp_path, monkeypatch=monkeypatch)
     trials = _trials(db, "default")
     assert len(trials) == 2 and all(t.state == TrialState.COMPLETE and t.user_attrs["status"] == "ok" for t in trials)
     assert len(re.findall(r"^trial \d+: ok, val_error ", out, re.M)) == 2  # the study callback, once per trial
@@ -60,9 +76,9 @@ def test_quick_search_prints_the_best_trial_and_its_timm_model(tmp_path):
     assert (tmp_path / "resnas-artifacts").is_dir()  # the best trials' weights, beside the database
 
 
-def test_zoo_timm_counts_params_shows_features_and_fine_tunes(tmp_path):
-    out = _run([sys.executable, EXAMPLES / "zoo_timm.py", "--model", "depth=8,widths=4-8-16", "--steps", "30"],
-               tmp_path)
+def test_zoo_timm_counts_params_shows_features_and_fine_tunes(tmp_path, monkeypatch):
+    out = _example("zoo_timm.py", "--model", "depth=8,widths=4-8-16", "--steps", "30", cwd=tmp_path,
+                   monkeypatch=monkeypatch)
     assert "preact_resnet164: 1,703,258 params" in out
     assert "feature shapes: [(16, 32, 32), (64, 32, 32), (128, 16, 16), (256, 8, 8)]" in out
     assert "('norm', 256, 4)" in out  # feature_info: module, channels, reduction
@@ -123,10 +139,10 @@ def test_workers_sh_runs_two_cpu_workers_on_one_study(tmp_path):
     assert trials[0].params != trials[1].params  # each worker's sampler draws its own candidates
 
 
-def test_export_reload_gives_the_recorded_error_and_the_exported_predictions(tmp_path):
+def test_export_reload_gives_the_recorded_error_and_the_exported_predictions(tmp_path, monkeypatch):
     db, folder = tmp_path / "export.db", tmp_path / "best-net"
-    out = _run([sys.executable, EXAMPLES / "export_reload.py", "--storage", f"sqlite:///{db}", "--output", folder,
-                "--trials", "1", "--epochs", "1", "--max-seeds", "2"], tmp_path)
+    out = _example("export_reload.py", "--storage", f"sqlite:///{db}", "--output", folder, "--trials", "1",
+                   "--epochs", "1", "--max-seeds", "2", cwd=tmp_path, monkeypatch=monkeypatch)
     trials = _trials(db, "default")
     assert "repeat" not in trials[0].user_attrs and all("repeat" in t.user_attrs for t in trials[1:])  # then the race
     best = trials[int(re.search(r"exported trial (\d+) to", out).group(1))]

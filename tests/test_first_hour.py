@@ -10,18 +10,15 @@ import sys
 import urllib.error
 from pathlib import Path
 
+import optuna
 import pytest
 import torchvision.datasets.cifar
-from rich.console import Console
 
 import resnas
 import resnas.cli.display
-from resnas.cli import main
-from resnas.config import Search
 from resnas.data import DataError, load_data
 from resnas.export import export
 from resnas.results import export_trial
-from resnas.runners import run_search
 from resnas.space import DEFAULT_TRIALS, SpaceError, builtin_spaces, load_space, parse_space
 from resnas.storage import StudyError, open_storage
 
@@ -29,19 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 WIDE = {"COLUMNS": "200"}  # tables unfolded: the assertions read whole cells
 
 
-def _resnas(*args, cwd=None, env=None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "resnas", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, timeout=300, **kwargs)
-
-
-def _without(tmp_path: Path, *modules: str) -> dict:
-    """An environment where ``import module`` fails as it does when the package is not installed."""
-    blocked = tmp_path / "blocked"
+def _without(monkeypatch, *modules: str) -> None:
+    """``import module`` fails here as it does when the package is not installed (ModuleNotFoundError, its name)."""
     for module in modules:
-        (blocked / module).mkdir(parents=True)
-        (blocked / module / "__init__.py").write_text(
-            f"raise ModuleNotFoundError(\"No module named '{module}'\", name='{module}')\n")
-    return {"PYTHONPATH": os.pathsep.join([str(blocked), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        monkeypatch.setitem(sys.modules, module, None)
 
 
 def _one_error_line(run: subprocess.CompletedProcess) -> str:
@@ -52,9 +40,9 @@ def _one_error_line(run: subprocess.CompletedProcess) -> str:
 
 
 # ---- 1. probe --plot without matplotlib: one line naming the extra, before computing ----------------
-def test_probe_plot_without_matplotlib_names_the_extra_before_computing(tmp_path):
-    run = _resnas("probe", "original_resnet110", "--plot", str(tmp_path / "p.png"), cwd=tmp_path,
-                  env=_without(tmp_path, "matplotlib"))
+def test_probe_plot_without_matplotlib_names_the_extra_before_computing(tmp_path, monkeypatch, resnas_cli):
+    _without(monkeypatch, "matplotlib")
+    run = resnas_cli("probe", "original_resnet110", "--plot", str(tmp_path / "p.png"), cwd=tmp_path)
     line = _one_error_line(run)
     assert 'pip install "resnas[plot]"' in line and "matplotlib" in line
     assert run.stdout == "" and not (tmp_path / "p.png").exists()
@@ -85,17 +73,17 @@ def test_a_yaml_syntax_error_names_a_line_of_the_file_and_the_reason(text, line,
     assert len(text.splitlines()) >= line
 
 
-def test_a_yaml_syntax_error_in_a_space_file_is_one_line_exit_2(tmp_path):
+def test_a_yaml_syntax_error_in_a_space_file_is_one_line_exit_2(tmp_path, resnas_cli):
     (tmp_path / "bad.yaml").write_text("name: bad\nspace:\n  depth: [8, 14\n")
-    run = _resnas("search", "--space", "bad.yaml", cwd=tmp_path)
+    run = resnas_cli("search", "--space", "bad.yaml", cwd=tmp_path)
     line = _one_error_line(run)
     assert "bad.yaml: not valid YAML at line 3" in line and "expected ',' or ']'" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
 # ---- 3. a mistyped --data-dir creates nothing ----------------------------------------------------------
-def test_train_with_a_mistyped_data_dir_creates_nothing(tmp_path):
-    run = _resnas("train", "--model", "depth=8", "--dataset", "cifar10", "--data-dir", "x/typo", "--no-download",
+def test_train_with_a_mistyped_data_dir_creates_nothing(tmp_path, resnas_cli):
+    run = resnas_cli("train", "--model", "depth=8", "--dataset", "cifar10", "--data-dir", "x/typo", "--no-download",
                   cwd=tmp_path)
     assert "cifar10: not found in x/typo" in _one_error_line(run)
     with pytest.raises(DataError, match="y/typo is not a directory"):
@@ -144,29 +132,17 @@ def test_export_follows_the_umask(tmp_path, umask_022):
     assert _modes(out) == {"out": 0o755, "config.json": 0o644, "model.safetensors": 0o644}
 
 
-def test_train_output_follows_the_umask(tmp_path):
-    run = _resnas("train", "--model", "depth=8,widths=4-8-16", "--epochs", "1", "--batch-size", "256",
-                  "--output", "out", cwd=tmp_path, preexec_fn=lambda: os.umask(0o022))
+def test_train_output_follows_the_umask(tmp_path, umask_022, resnas_cli):
+    run = resnas_cli("train", "--model", "depth=8,widths=4-8-16", "--epochs", "1", "--batch-size", "256",
+                     "--output", "out", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert _modes(tmp_path / "out") == {"out": 0o755, "config.json": 0o644, "model.safetensors": 0o644,
                                         "checkpoint.safetensors": 0o644}
 
 
-ONE_TRIAL = """
-name: one
-dataset: digits
-sampler: random
-pruner: none
-epochs: {min: 1, max: 1}
-trials: 1
-recipe: {batch_size: 256, warmup_iters: 0}
-space: {widths: [[4, 8, 16]], depth: [8], act: [preact], shortcut: [identity]}
-"""
-
-
-def test_export_of_a_trial_follows_the_umask(tmp_path, umask_022):
-    url = f"sqlite:///{tmp_path / 'one.db'}"
-    study = run_search(Search(parse_space(ONE_TRIAL), storage=url, heartbeat=None, confirm=0))
+def test_export_of_a_trial_follows_the_umask(searched_copy, tmp_path, umask_022):
+    url = f"sqlite:///{searched_copy / 's.db'}"
+    study = optuna.load_study(study_name="default", storage=open_storage(url))
     folder, _ = export_trial(study, url, None, tmp_path / "net")
     modes = _modes(folder)
     assert modes.pop("net") == 0o755 and set(modes.values()) == {0o644}
@@ -180,9 +156,9 @@ def test_a_postgresql_url_naming_a_missing_driver_names_the_extra():
     assert 'pip install "resnas[postgres]"' in message and "pg8000" in message and "secret" not in message
 
 
-def test_a_postgresql_url_without_psycopg_is_one_line_exit_2(tmp_path):
-    run = _resnas("best", "--storage", "postgresql://me@127.0.0.1:9/resnas", cwd=tmp_path,
-                  env=_without(tmp_path, "psycopg", "psycopg2"))  # SQLAlchemy 2.1's default driver, 2.0's
+def test_a_postgresql_url_without_psycopg_is_one_line_exit_2(tmp_path, monkeypatch, resnas_cli):
+    _without(monkeypatch, "psycopg", "psycopg2")  # SQLAlchemy 2.1's default driver, 2.0's
+    run = resnas_cli("best", "--storage", "postgresql://me@127.0.0.1:9/resnas", cwd=tmp_path)
     assert 'pip install "resnas[postgres]"' in _one_error_line(run)
 
 
@@ -196,15 +172,10 @@ def _rows(out: str) -> dict[str, str]:
     ("preact_resnet110", "stage 3 + final BN-ReLU"),
     ("original_resnet110", "stage 3"),  # no final activation: Fig. 4(a) ends each unit with its ReLU
 ])
-def test_summary_labels_the_stem_and_every_stage(model, last, capsys, monkeypatch):
-    if model.startswith("preact"):  # as a user's terminal shows it
-        run = _resnas("summary", model, env=WIDE)
-        assert run.returncode == 0, run.stderr
-        out = run.stdout
-    else:
-        monkeypatch.setattr(resnas.cli.display, "console", Console(width=200))
-        assert main(["summary", model]) == 0
-        out = capsys.readouterr().out
+def test_summary_labels_the_stem_and_every_stage(model, last, resnas_cli):
+    run = resnas_cli("summary", model, env=WIDE)  # at a terminal's width (COLUMNS, read when it prints)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
     rows = _rows(out)
     assert rows["stem"].startswith("(16, 32, 32)")
     assert rows["stage 1"].startswith("(16, 32, 32)") and rows["stage 2"].startswith("(32, 16, 16)")
@@ -213,17 +184,17 @@ def test_summary_labels_the_stem_and_every_stage(model, last, capsys, monkeypatc
 
 
 # ---- 7. probe shows the names as typed ----------------------------------------------------------------
-def test_probe_shows_the_names_as_typed(tmp_path):
+def test_probe_shows_the_names_as_typed(tmp_path, resnas_cli):
     typed = ["original_resnet110", "depth=14,act=original,down=zeropad"]
-    run = _resnas("probe", *typed, "--batch-size", "8", env=WIDE)
+    run = resnas_cli("probe", *typed, "--batch-size", "8", env=WIDE)
     assert run.returncode == 0, run.stderr
     variants = [line.split("│")[2].strip() for line in run.stdout.splitlines() if line.count("│") > 3]
     assert sorted(variants) == sorted(typed)
 
 
 # ---- 8. spaces shows the trials a search would run --------------------------------------------------------
-def test_spaces_shows_the_trials_a_search_would_run():
-    run = _resnas("spaces", env=WIDE)
+def test_spaces_shows_the_trials_a_search_would_run(resnas_cli):
+    run = resnas_cli("spaces", env=WIDE)
     assert run.returncode == 0, run.stderr
     assert "- trials" not in run.stdout
     for name in builtin_spaces():

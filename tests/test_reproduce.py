@@ -101,7 +101,7 @@ def test_probe_max_gain_prunes_failing_designs_before_training(tmp_path, capsys)
     assert all(len(t.user_attrs["probe_grad_norms"]) == 54 for t in trials.values())
 
 
-def test_ctrl_c_then_rerun_resumes_the_interrupted_row_and_trains_each_row_once(tmp_path):
+def test_ctrl_c_then_rerun_resumes_the_interrupted_row_and_trains_each_row_once(tmp_path, resnas_cli):
     import os
     import signal
     import subprocess
@@ -137,7 +137,7 @@ def test_ctrl_c_then_rerun_resumes_the_interrupted_row_and_trains_each_row_once(
     trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
     interrupted = trials[1]
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    rerun = resnas_cli(*cmd[3:], env={"OMP_NUM_THREADS": "1"})  # the same command, run in this process
     assert rerun.returncode == 0, rerun.stderr
     trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").trials
     # each row's grid point was taken by one trial, the interrupted one's by it and its one retry

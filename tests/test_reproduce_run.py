@@ -42,7 +42,7 @@ def test_estimate_line(estimate, line):
     assert estimate.line() == line
 
 
-def test_ctrl_c_after_a_row_writes_the_table_so_far_and_the_same_command_finishes_it(tmp_path):
+def test_ctrl_c_after_a_row_writes_the_table_so_far_and_the_same_command_finishes_it(tmp_path, resnas_cli):
     args = ["reproduce", "table1", "--rows", "1,2,3", "--depth-scale", "0.05", "--epochs", "3", "--output", "out"]
     cmd, out = [sys.executable, "-m", "resnas", *args], tmp_path / "out"
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
@@ -69,7 +69,7 @@ def test_ctrl_c_after_a_row_writes_the_table_so_far_and_the_same_command_finishe
     # its own storage: nothing in the working directory but the output folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "reproduce.db").is_file()
 
-    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=ENV)
+    again = resnas_cli(*args, cwd=tmp_path)  # the same command, run in this process
     assert again.returncode == 0, again.stderr
     assert any(ESTIMATE.fullmatch(line) and "1 of 3 runs done" in line for line in again.stdout.splitlines())
     table = list(csv.DictReader((out / "table1.csv").open()))
