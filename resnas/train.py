@@ -443,8 +443,10 @@ def resumed_budget(checkpoint_dir: str | os.PathLike, epochs: int | None, schedu
                           "--output")
     if not resume:
         return epochs, schedule_epochs
-    if (run := checkpoint_run(path)) is None:
+    if not path.exists():
         raise ResumeError(f"resume: {folder} holds no checkpoint to continue; without --resume it trains a fresh run")
+    if (run := checkpoint_run(path)) is None:  # damaged: loading it says how, in one line
+        return epochs, schedule_epochs
     schedule, held = int(run["schedule_epochs"]), checkpoint_epoch(path) or 0
     if schedule_epochs is not None and schedule_epochs != schedule:
         raise ResumeError(f"schedule-epochs: the run in {folder} is on a {schedule}-epoch schedule; another "

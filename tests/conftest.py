@@ -15,6 +15,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# rich fixes a console's width to COLUMNS when the console is made (pytest-xdist's workers set it to 80):
+# made without it, resnas's consoles read COLUMNS when they print, as each test sets it
+_columns = os.environ.pop("COLUMNS", None)
+import resnas.cli.display  # noqa: E402,F401
+
+if _columns is not None:
+    os.environ["COLUMNS"] = _columns
+
 from _tiny import TINY  # noqa: E402
 
 torch.set_num_threads(1)

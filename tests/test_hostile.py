@@ -304,7 +304,7 @@ def test_export_retrains_when_a_kept_file_goes_while_it_reads(searched, tmp_path
     next(p for p in artifact_root(url).iterdir() if p.is_file()).unlink()
     assert main(["export", "--storage", url, "--output", str(tmp_path / "net")]) == 0
     assert "retrained for 1 epochs" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "net").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "net").iterdir()) == ["README.md", "config.json", "model.safetensors"]
 
 
 def test_an_unknown_huge_model_name_is_one_bounded_line(capsys):
