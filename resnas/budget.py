@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .config import Search
-from .record import INTERRUPTED, Status, epochs_spent, status_of
+from .record import INTERRUPTED, Status, drawn, epochs_spent, status_of
 from .space import DEFAULT_TRIALS
 from .study import FINISHED
 
@@ -21,8 +21,7 @@ __all__ = ["Budget", "Target", "budget", "counted", "search_trials"]
 
 def _search_own(trial) -> bool:
     """A trial of the search proper: not a race run or repeat, not a surplus copy of another's job."""
-    attrs = trial.user_attrs
-    return "confirms" not in attrs and "repeat" not in attrs and attrs.get("status") != Status.SURPLUS
+    return drawn(trial) and trial.user_attrs.get("status") != Status.SURPLUS
 
 
 def counted(trial) -> bool:

@@ -22,7 +22,7 @@ from .config import Search
 from .designs import ranked_trials
 from .probe import reference
 from .race import Verdict, race
-from .record import TrialRecord, epochs_spent
+from .record import TrialRecord, drawn, epochs_spent
 from .spec import ArchSpec
 from .study import FINISHED
 
@@ -43,16 +43,12 @@ class Contenders:
     note: str
 
 
-def _search_own(trial) -> bool:
-    return "repeat" not in trial.user_attrs and "confirms" not in trial.user_attrs
-
-
 def contenders(study: optuna.Study, search: Search) -> Contenders:
     """The best ``search.confirm`` designs by their search trial (repeat 0), then the baseline."""
     params: dict[str, dict] = {}
     for t in ranked_trials(study):
         spec = TrialRecord.from_trial(t).spec
-        if _search_own(t) and spec and spec not in params and len(params) < search.confirm:
+        if drawn(t) and spec and spec not in params and len(params) < search.confirm:
             params[spec] = t.params
     if not params or search.baseline == "none":
         return Contenders(list(params), params, None, "")
@@ -122,7 +118,7 @@ def _job(design: str, repeat: int) -> str:
 
 
 def _enqueue(study: optuna.Study, params: dict, design: str, repeat: int, job: str, trials) -> None:
-    first = next((t.number for t in trials if _search_own(t) and t.user_attrs.get("spec") == design), None)
+    first = next((t.number for t in trials if drawn(t) and t.user_attrs.get("spec") == design), None)
     record = TrialRecord(repeat=repeat, confirms=first, job=job)
     study.enqueue_trial(params, user_attrs=record.to_user_attrs("repeat", "confirms", "job"), skip_if_exists=False)
 

@@ -24,9 +24,9 @@ from .errors import first_line
 from .files import CONFIG, WEIGHTS
 from .space import SpaceError, load_space
 
-__all__ = ["ARTIFACT_FILES", "INTERRUPTED", "Status", "StudyRecord", "TrialRecord",
-           "duplicate_reason", "epochs_spent", "error_reason", "lost_reason", "probe_deviation_reason", "probe_reason",
-           "pruned_reason", "status_of", "study_space", "trained"]
+__all__ = ["ARTIFACT_FILES", "INTERRUPTED", "Status", "StudyRecord", "TrialRecord", "drawn", "duplicate_reason",
+           "epochs_spent", "error_reason", "lost_reason", "probe_deviation_reason", "probe_reason", "pruned_reason",
+           "status_of", "study_space", "trained"]
 
 
 class Status(str, enum.Enum):
@@ -151,6 +151,11 @@ def epochs_spent(trial) -> int:
 def trained(trial) -> bool:
     """False for a trial that took the result of a completed twin instead of training its design."""
     return "duplicate_of" not in trial.user_attrs
+
+
+def drawn(trial) -> bool:
+    """A trial the search drew: not a run of the race or a fixed repeat of a design (those carry ``repeat``)."""
+    return "repeat" not in trial.user_attrs and "confirms" not in trial.user_attrs
 
 
 def status_of(trial) -> Status | str:
