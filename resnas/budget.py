@@ -12,8 +12,9 @@ import optuna
 from optuna.trial import TrialState
 
 from .config import Search
-from .record import INTERRUPTED, Status, drawn, epochs_spent, status_of
+from .record import INTERRUPTED, drawn, epochs_spent, status_of
 from .space import DEFAULT_TRIALS
+from .status import Status
 from .study import FINISHED
 
 __all__ = ["Budget", "Target", "budget", "counted", "search_trials"]

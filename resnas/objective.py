@@ -25,7 +25,6 @@ from .probe import probe, reference
 from .recipe import design_seed, search_recipe
 from .record import (
     INTERRUPTED,
-    Status,
     TrialRecord,
     duplicate_reason,
     error_reason,
@@ -34,6 +33,7 @@ from .record import (
     pruned_reason,
     trained,
 )
+from .status import Status
 from .storage import artifact_root
 from .train import CHECKPOINT, CheckpointWriteError, StopTraining, checkpoint_history, train
 from .workers import Heartbeat, surplus_reason

@@ -16,38 +16,17 @@ earlier resnas open, resume and export. Trials that predate a key read it as its
 from __future__ import annotations
 
 import dataclasses
-import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import first_line
 from .files import CONFIG, WEIGHTS
 from .space import SpaceError, load_space
+from .status import Status
 
-__all__ = ["ARTIFACT_FILES", "INTERRUPTED", "Status", "StudyRecord", "TrialRecord", "drawn", "duplicate_reason",
+__all__ = ["ARTIFACT_FILES", "INTERRUPTED", "StudyRecord", "TrialRecord", "drawn", "duplicate_reason",
            "epochs_spent", "error_reason", "lost_reason", "probe_deviation_reason", "probe_reason", "pruned_reason",
            "status_of", "study_space", "trained"]
-
-
-class Status(str, enum.Enum):
-    """What became of a trial; the stored ``status`` value is the member's string."""
-
-    RUNNING = "running"  # the candidate is being probed and trained; FAIL with it means its worker died
-    OK = "ok"  # trained its full budget; the value is its final validation error
-    PRUNED = "pruned"  # stopped early by the pruner (Hyperband, median) or by the probe before training
-    DIVERGED = "diverged"  # the loss became NaN / inf; completed at chance error (the paper's "fail" rows)
-    OOM = "oom"  # did not fit the device's memory; the trial is FAIL with the reason
-    STOPPED = "stopped"  # the trainer's callback stopped it for another reason than pruning (resnas.train)
-    FAILED = "failed"  # raised (the reason says what), or was interrupted by Ctrl-C (reason "interrupted")
-    DUPLICATE = "duplicate"  # the same design as a completed trial: took its result, not retrained
-    LOST = "lost"  # its worker died mid-trial (resnas.workers.reap); retried. Also read for FAIL trials still
-    # "running" that earlier resnas versions left to Optuna's heartbeat check
-    SURPLUS = "surplus"  # a second copy of an enqueued job (workers started together): ended at once, not trained
-
-    def __str__(self) -> str:
-        return self.value
-
-    __format__ = str.__format__  # f"{Status.OK}" is "ok", as the stored value
 
 
 ARTIFACT_FILES = (WEIGHTS, CONFIG)  # the files a top-k trial keeps: a timm local-dir folder

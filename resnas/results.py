@@ -30,8 +30,9 @@ from .race import race_test
 from .racing import stored_verdict
 from .ranking import TIE_TEST
 from .recipe import design_seed, search_recipe
-from .record import Status, StudyRecord, TrialRecord, status_of, study_space
+from .record import StudyRecord, TrialRecord, status_of, study_space
 from .space import Space, compact_spec, load_space
+from .status import Status
 from .storage import StudyError, artifact_store
 from .train import evaluate, train
 

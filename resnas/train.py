@@ -43,12 +43,13 @@ from .files import CHECKSUM, follow_umask, tensor_sha256
 from .network import build, count_macs, count_params
 from .recipe import Recipe
 from .spec import ArchSpec
+from .status import TRAINED
 
 __all__ = ["CHECKPOINT", "STATUSES", "CheckpointError", "CheckpointWriteError", "Diverged", "EpochReport",
            "ResumeError", "StopTraining", "TrainResult", "checkpoint_epoch", "checkpoint_history", "default_precision",
            "evaluate", "make_scheduler", "resumed_budget", "train", "train_epoch"]
 
-STATUSES = ("ok", "diverged", "oom", "stopped", "pruned")
+STATUSES = tuple(s.value for s in TRAINED)  # how a run ends: resnas.status
 CHECK_EVERY = 20  # steps between divergence checks: each check waits for the GPU
 CHECKPOINT = "checkpoint.safetensors"
 

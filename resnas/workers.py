@@ -28,7 +28,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from .record import INTERRUPTED, Status, TrialRecord, lost_reason
+from .record import INTERRUPTED, TrialRecord, lost_reason
+from .status import Status
 
 __all__ = ["Heartbeat", "enqueue_retry", "grid_job", "identity", "is_alive", "reap", "surplus_reason"]
 

@@ -8,7 +8,8 @@ import pytest
 import resnas.record
 import resnas.storage
 from resnas import train
-from resnas.record import ARTIFACT_FILES, Status, StudyRecord, TrialRecord, status_of
+from resnas.record import ARTIFACT_FILES, StudyRecord, TrialRecord, status_of
+from resnas.status import Status
 
 
 def test_statuses_are_one_enumeration_of_the_stored_strings():

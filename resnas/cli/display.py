@@ -12,8 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from ..record import Status, TrialRecord, epochs_spent, status_of
+from ..record import TrialRecord, epochs_spent, status_of
 from ..space import compact_spec, fixed_fields
+from ..status import Status
 
 __all__ = ["ReproduceDisplay", "SearchDisplay", "SpecText", "TrainDisplay", "console", "err_console", "percent",
            "print_best", "print_reproduced", "print_train", "say"]
