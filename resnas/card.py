@@ -27,9 +27,9 @@ def model_card(study: optuna.Study, trial: optuna.trial.FrozenTrial, space: Spac
     made, record = StudyRecord.from_study(study), TrialRecord.from_trial(trial)
     data = ModelCardData(library_name="timm", tags=TAGS, datasets=[made.dataset or "digits"], metrics=["error_rate"])
     spent = sum(epochs_spent(t) for t in study.get_trials(deepcopy=False))
-    lines = [f"# {record.spec}", "", "A residual network whose unit was chosen by "
-             "[resnas](https://arxiv.org/abs/1603.05027) (He et al. 2016, \"Identity Mappings in Deep Residual "
-             f"Networks\"): study `{study.study_name}`, space `{made.space}`, data set `{made.dataset}`, up to "
+    lines = [f"# {record.spec}", "", "A residual network whose unit resnas chose among the ablations of He et al. "
+             "2016, [\"Identity Mappings in Deep Residual Networks\"](https://arxiv.org/abs/1603.05027): "
+             f"study `{study.study_name}`, space `{made.space}`, data set `{made.dataset}`, up to "
              f"{made.max_epochs} epochs per run.", "",
              f"- validation error: {error} (this run, trial {trial.number}: {trial.values[0]:.4f})",
              f"- rebuild: `{record.timm}`; load: `timm.create_model('local-dir:FOLDER', pretrained=True)`",
