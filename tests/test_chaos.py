@@ -1,4 +1,4 @@
-"""Chaos: three workers start together on a fresh storage and a 5-point grid of 3 epochs a trial; one is
+"""Chaos: three workers start together on a fresh storage and a 5-point grid of 5 epochs a trial; one is
 SIGKILLed mid-trial (after an epoch's checkpoint, before its last) at a random moment and started again. Every worker exits 0 (or is the killed one), every grid point
 completes exactly once, nothing is left RUNNING or WAITING, no completed trial changes, and the killed
 trial is retried from its epoch checkpoint. On SQLite, journal, PostgreSQL and the gRPC proxy, and for a
@@ -26,7 +26,7 @@ name: chaos
 dataset: digits
 sampler: grid
 pruner: none
-epochs: {min: 3, max: 3}
+epochs: {min: 5, max: 5}
 recipe: {batch_size: 128, warmup_iters: 0}
 space:
   widths: [[4, 8, 16]]
@@ -34,7 +34,7 @@ space:
   act: [original, bn_after_add, relu_before_add, relu_preact, preact]
   shortcut: {identity: {}}
 """
-POINTS, EPOCHS = 5, 3  # the fewest that prove it: more jobs than workers, a kill after a checkpoint, before the last
+POINTS, EPOCHS = 5, 5  # more jobs than workers; epochs enough that a quiet machine still shows a victim mid-trial
 DRAWN = """
 name: drawn
 dataset: digits
@@ -105,7 +105,7 @@ def _kill_tree(pid: int) -> None:
 
 def _victim_trial(trials: list, pid: int):
     """The trial that the process ``pid`` (or a rank it launched) runs, once it has trained an epoch (so it
-    has a checkpoint) and while it has more to go (any epoch but the last: a window of 2 of 3 epochs)."""
+    has a checkpoint) and while it has more to go (any epoch but the last: a window of 4 of 5 epochs)."""
     tree = _tree(pid)
     for t in trials:
         worker = t.user_attrs.get("worker") or {}
