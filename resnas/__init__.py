@@ -22,9 +22,10 @@ _HOME = {"ArchSpec": "spec", "ResNet": "network", "build": "network", "count_mac
 def _the_command() -> bool:
     """Whether this interpreter runs the ``resnas`` command (its console script, ``python -m resnas``): its
     commands import the zoo where they need it, so ``resnas --help`` does without torch and timm."""
-    argv = getattr(sys, "orig_argv", None) or getattr(sys, "argv", None) or [""]
-    return os.path.basename(sys.argv[0] if getattr(sys, "argv", None) else "") == "resnas" or \
-        any(a == "-m" and b == "resnas" for a, b in zip(argv, argv[1:]))
+    argv = getattr(sys, "argv", None) or [""]  # an embedded interpreter may have none
+    launched = getattr(sys, "orig_argv", None) or argv  # python -m resnas: argv[0] is this package's path
+    module = any(a == "-m" and b == "resnas" for a, b in zip(launched, launched[1:]))
+    return module or os.path.basename(argv[0]) == "resnas"
 
 
 def __getattr__(name: str):
