@@ -17,6 +17,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from . import interrupt
 from .config import Search
 from .designs import as_completed
 from .kept import keep_top_weights, keep_weights, ranks_top
@@ -223,7 +224,7 @@ class Objective:
         record.seed = design_seed(self.seed, record.repeat or 0)
         record.save(trial, "seed")
         result = train(spec, self.data, self.search.max_epochs, self.recipe, seed=record.seed, on_epoch=on_epoch,
-                       checkpoint_dir=checkpoints)
+                       checkpoint_dir=checkpoints, on_step=lambda done, total: interrupt.check())
         shutil.rmtree(checkpoints, ignore_errors=True)  # finished: only a crash leaves one to resume
         return result
 

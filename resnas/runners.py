@@ -29,6 +29,7 @@ from accelerate.utils import parse_flag_from_env
 from optuna.trial import TrialState
 from optuna_integration import TorchDistributedTrial
 
+from . import interrupt
 from .budget import Budget, Target, budget
 from .config import Search, SearchError
 from .data import load_data
@@ -100,7 +101,7 @@ def run_search(search: Search, progress: Progress | None = None, enqueue: bool =
     a worker: its ``share`` of the parent's), then race the best designs to a verdict (``search.confirm``)."""
     set_threads(search.threads)  # a worker's were chosen by its parent (_for_worker)
     data = load_data(search.dataset_name, search.data_dir)
-    with _storage_writable(search.storage_url):
+    with _storage_writable(search.storage_url), interrupt.deferred():  # Ctrl-C: after a step or a trial
         return _run_search(search, progress or Progress(), data, enqueue, share)
 
 
@@ -118,7 +119,7 @@ def _run_search(search: Search, progress: Progress, data, enqueue: bool, share: 
         if not plan.done:  # no n_trials: trials that do not count (a waiting confirmation run) add none
             with enqueued_only(study, objective.queue_only):
                 study.optimize(objective, timeout=search.timeout, catch=(Exception,),
-                               callbacks=[fidelity, target, *progress.callbacks])
+                               callbacks=[fidelity, target, *progress.callbacks, _take_ctrl_c])
 
         def run_queue(n: int) -> bool:
             left = None if search.timeout is None else search.timeout - (time.monotonic() - started)
@@ -128,7 +129,7 @@ def _run_search(search: Search, progress: Progress, data, enqueue: bool, share: 
             before = _finished(study)
             with enqueued_only(study):
                 study.optimize(objective, n_trials=n, timeout=left, catch=(Exception,),
-                               callbacks=list(progress.callbacks))
+                               callbacks=[*progress.callbacks, _take_ctrl_c])
             return _finished(study) > before
 
         _after_budget(study, search, run_queue)
@@ -147,6 +148,10 @@ def _after_budget(study: optuna.Study, search: Search, run_queue: Callable[[int]
         run_queue(n)
     while (n := race_round(study, search)) and run_queue(n):
         pass
+
+
+def _take_ctrl_c(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    interrupt.check()  # the trial is recorded: stopping here leaves the study whole
 
 
 def _finished(study: optuna.Study) -> int:
