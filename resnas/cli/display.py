@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from ..record import TrialRecord, epochs_spent, status_of
+from ..record import TrialRecord, epochs_spent, status_of, trained
 from ..space import compact_spec, fixed_fields
 from ..status import Status
 
@@ -167,8 +167,9 @@ class SearchDisplay:
                 self.race = self.progress.add_task("race", total=None, note="")
             self.progress.update(self.race, advance=1)
             self.progress.update(self.trials, note=best)
-        else:
-            self.progress.update(self.trials, advance=epochs_spent(trial) if self.budget else 1, note=best)
+        else:  # a redraw of a trained design takes no trial of the budget
+            self.progress.update(self.trials, advance=epochs_spent(trial) if self.budget else int(trained(trial)),
+                                 note=best)
         self.progress.reset(self.current, total=self.epochs, description="trial -")
         self.progress.console.print(self._row(trial))
 

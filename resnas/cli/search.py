@@ -6,6 +6,7 @@ import shlex
 
 import click
 
+from ..budget import exhausted_line
 from ..config import Search
 from ..data import DATASETS
 from ..errors import did_you_mean
@@ -35,8 +36,9 @@ __all__ = ["search"]
 @storage_option
 @study_option
 @click.option("--trials", type=click.IntRange(min=1),
-              help="Target: run until the study holds N search trials (complete, pruned or failed; confirmation "
-                   "runs and the trials a retry redoes do not count), so the same command resumes an interrupted "
+              help="Target: run until the study holds N search trials (complete, pruned or failed; race runs, "
+                   "redraws of a trained design and the trials a retry redoes do not count; a space with fewer "
+                   "designs ends when each is trained), so the same command resumes an interrupted "
                    "search [default: the space's trials:, else 10; a grid: its points].")
 @click.option("--more", type=click.IntRange(min=1), help="Add N search trials to those the study holds.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
@@ -119,6 +121,8 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
             return
     except USER_ERRORS as e:
         raise UserError(str(e)) from None
+    if line := exhausted_line(study, job):
+        console.print(line, highlight=False)
     show_best(study, top)
     _print_next(study, job.storage_url)
 
