@@ -19,7 +19,7 @@ from .space import DEFAULT_TRIALS
 from .status import Status
 from .study import FINISHED
 
-__all__ = ["Budget", "Target", "budget", "counted", "exhausted_line", "search_trials"]
+__all__ = ["Budget", "Target", "budget", "counted", "exhausted_line", "search_trials", "split_line"]
 
 
 def _search_own(trial) -> bool:
@@ -111,6 +111,30 @@ def budget(study: optuna.Study, search: Search) -> Budget:
     return Budget(None if target is None else max(0, target - len(held) - busy),
                   None if goal is None else max(0, goal - spent), target, len(held), spent, goal,
                   designs=search.space.designs(), tried=_tried(held))
+
+
+def split_line(search: Search, plan: Budget) -> str:
+    """One line before the search starts: its share of the budget, then the race's (resnas.racing): up to
+    its designs x first-look-to-max seeds x the full epochs; with --budget-epochs the first look is reserved,
+    later rounds run while the epochs last."""
+    race, epochs, total, n = search.race_rules, search.max_epochs, search.budget_epochs, search.race_designs
+    by_epochs = total is not None and search.space.sampler != "grid"
+    head = f"{plan.trials} grid points" if search.space.sampler == "grid" else \
+        f"{total} epochs" if by_epochs else f"{plan.target} trials"
+    if not search.confirm or len(search.space.objectives) > 1:
+        why = "--confirm 0" if not search.confirm else "two objectives: no single best"
+        return f"budget: {head} for the search; no race ({why})"
+    if search.repeats:
+        return f"budget: {head} for the search, then the best {search.confirm} x {search.repeats} more seeds"
+    baseline = {"paper": " + the paper's unit", "none": ""}.get(search.baseline, " + the baseline")
+    who = f"up to {n} designs (the best {search.confirm}{baseline})"
+    if by_epochs:
+        more = f", then up to {race.max_seeds} seeds" if race.max_seeds > race.first_look else ""
+        return (f"budget: {head}: about {search.search_epochs} for the search, {search.confirm_epochs} for the race "
+                f"of {who} x {race.first_look} seeds x {epochs} epochs{more} while the {total} last")
+    seeds = f"{race.first_look}" if race.first_look == race.max_seeds else f"{race.first_look}-{race.max_seeds}"
+    return (f"budget: {head} for the search, then a race of {who}, {seeds} seeds x {epochs} epochs each: "
+            f"at most {n * race.max_seeds * epochs} epochs")
 
 
 def exhausted_line(study: optuna.Study, search: Search) -> str | None:

@@ -68,3 +68,32 @@ def test_a_budget_buys_designs_and_a_small_space_ends_once_each_is_trained(tmp_p
     assert _search(tmp_path, db, "--trials", "6", "--confirm", "0", text=THREE) == 0
     assert len(_study(db).get_trials(deepcopy=False)) == len(trials)
     assert "study holds every design of the space (3): nothing is left to draw" in capsys.readouterr().out
+
+
+def test_the_split_is_stated_first_and_a_fidelity_check_the_budget_cannot_make_is_named(tmp_path, capsys):
+    db = tmp_path / "b.db"
+    space = TPE.replace("pruner: none", "pruner: hyperband")  # rungs at epochs 1 and 3
+    args = ["--budget-epochs", "21", "--confirm", "2", "--max-seeds", "2", "--baseline", "none"]
+    assert _search(tmp_path, db, *args, text=space) == 0
+    out = capsys.readouterr().out
+    lines = " ".join(out.split())  # rich wraps a long line at the terminal's width
+    split = ("budget: 21 epochs: about 9 for the search, 12 for the race of up to 2 designs (the best 2) x 2 "
+             "seeds x 3 epochs while the 21 last")
+    assert split in lines and lines.index(split) < lines.index("trial status epoch"), out  # before the first row
+    assert "fidelity: not checked (" in lines and "it needs 6): pruning from epoch 1 on is unchecked" in lines, out
+    race = [t for t in _study(db).get_trials(deepcopy=False) if "repeat" in t.user_attrs]
+    assert race and all(len(t.user_attrs["val_error"]) == 3 for t in race)  # the race ran, as stated
+
+
+def test_the_split_of_a_trials_budget_and_of_no_race():
+    from resnas.budget import Budget, split_line
+    from resnas.config import Search
+    from resnas.space import load_space
+
+    space = load_space("default")
+    search = Search(space, trials=24, epochs=5)
+    assert split_line(search, Budget(24, target=24)) == (
+        "budget: 24 trials for the search, then a race of up to 4 designs (the best 3 + the paper's unit), "
+        "3-10 seeds x 5 epochs each: at most 200 epochs")
+    assert split_line(Search(space, trials=3, confirm=0), Budget(3, target=3)) == \
+        "budget: 3 trials for the search; no race (--confirm 0)"

@@ -6,11 +6,11 @@ import shlex
 
 import click
 
-from ..budget import exhausted_line
+from ..budget import exhausted_line, split_line
 from ..config import Search
 from ..data import DATASETS
 from ..errors import did_you_mean
-from ..fidelity import recorded_fidelity
+from ..fidelity import recorded_fidelity, unchecked_line
 from ..race import MARGIN, RaceRules
 from ..ranks import in_launch
 from ..runners import Progress, run
@@ -109,7 +109,7 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
         plan = []  # the run's Budget, once known: the bar's total, and the target a Ctrl-C message names
         with SearchDisplay(None, job.max_epochs, live=live, budget_epochs=budget_epochs, space=space) as display:
             progress = Progress(callbacks=(display.on_trial,), on_epoch=display.on_epoch,  # workers: through poll
-                                on_fidelity=display.on_fidelity, on_budget=lambda b: _on_budget(b, display, plan),
+                                on_fidelity=display.on_fidelity, on_budget=lambda b: _on_budget(job, b, display, plan),
                                 poll=lambda s: _poll(display, s))
             try:  # distributed under accelerate launch / torchrun
                 study = run(job, progress, device_list)
@@ -121,7 +121,7 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
             return
     except USER_ERRORS as e:
         raise UserError(str(e)) from None
-    if line := exhausted_line(study, job):
+    for line in filter(None, (exhausted_line(study, job), unchecked_line(study, job))):
         console.print(line, highlight=False)
     show_best(study, top)
     _print_next(study, job.storage_url)
@@ -132,8 +132,9 @@ def _poll(display: SearchDisplay, study) -> None:
     display.poll(study, recorded_fidelity(study) if not display.fidelity_shown else None)
 
 
-def _on_budget(budget, display: SearchDisplay, known: list) -> None:
+def _on_budget(job: Search, budget, display: SearchDisplay, known: list) -> None:
     known.append(budget)
+    display.progress.console.print(split_line(job, budget), highlight=False)  # above the live bar
     display.on_budget(budget)
 
 
