@@ -121,7 +121,8 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
             return
     except USER_ERRORS as e:
         raise UserError(str(e)) from None
-    for line in filter(None, (exhausted_line(study, job), unchecked_line(study, job))):
+    said = plan and plan[0].every_design  # its budget line said so before the run
+    for line in filter(None, (None if said else exhausted_line(study, job), unchecked_line(study, job))):
         console.print(line, highlight=False)
     show_best(study, top)
     _print_next(study, job.storage_url)
