@@ -1,4 +1,4 @@
-"""Export the best trial of a study as a timm local-dir folder, reload it with timm, and check it on digits.
+"""Export the best design of a study as a timm local-dir folder, reload it with timm, and check it on digits.
 
     python examples/quick_search.py --storage sqlite:///quick.db            # a study to export from
     python examples/export_reload.py --storage sqlite:///quick.db --output best-net

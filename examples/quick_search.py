@@ -6,7 +6,8 @@
 
 The study lives in --storage (any Optuna URL; the CLI's default is sqlite:///resnas.db) and is named after
 the space, so running the script again adds trials to the same study; `resnas best --storage ...` and
-`resnas dashboard --storage ...` read it too. examples/export_reload.py turns its best trial into weights.
+`resnas dashboard --storage ...` read it too. The best design is the one `resnas best` ranks first: mean
+error over its seeds (the race's), never the luckiest single run. examples/export_reload.py turns it into weights.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import resnas  # noqa: F401  (importing resnas registers its networks with timm)
 from resnas.config import Search
 from resnas.data import load_data
-from resnas.designs import ranked_trials
+from resnas.designs import ranked_designs
 from resnas.record import StudyRecord, TrialRecord, status_of
 from resnas.runners import Progress, run_search
 from resnas.space import load_space
@@ -52,11 +53,16 @@ def main() -> None:
     # an optuna.Study: study.trials_dataframe(), optuna.visualization, ...
     study = run_search(search, Progress(callbacks=(print_trial,)))
 
-    ranked = ranked_trials(study)  # completed trials, best first (study.best_trial for one objective)
+    # designs best first, as `resnas best` ranks them: mean error over seeds (not study.best_trial, one lucky seed)
+    ranked = ranked_designs(study)
     if not ranked:
         raise SystemExit("no completed trial yet; run more trials")
-    best, record = ranked[0], TrialRecord.from_trial(ranked[0])  # the trial's user attributes, typed
-    print(f"best trial {best.number}: val_error {best.values[0]:.4f} after {record.epochs} epochs")
+    best = ranked[0]
+    trial = study.trials[best.trials[0]]  # its search trial (repeat 0)
+    record = TrialRecord.from_trial(trial)  # the trial's user attributes, typed
+    spread = "" if best.sd is None else f" +- {best.sd:.4f}"
+    print(f"best design (trial {trial.number}): val_error {best.mean:.4f}{spread} over {best.n} seed(s), "
+          f"{record.epochs} epochs each")
     print(f"spec: {record.spec}")
     print(f"rebuild: {record.timm}")
 

@@ -18,7 +18,7 @@ from .config import Search
 from .study import make_pruner, rungs
 
 __all__ = ["FIDELITY_DESIGNS", "FIDELITY_LOW", "Fidelity", "FidelityCheck", "check_fidelity", "fidelity_min_epochs",
-           "measure_fidelity", "recorded_fidelity"]
+           "measure_fidelity", "recorded_fidelity", "unchecked_line"]
 
 FIDELITY_DESIGNS = 6  # designs that must have reached both rungs before the check is made
 FIDELITY_LOW = 0.5  # below this Spearman correlation the lower rung does not rank designs
@@ -81,6 +81,21 @@ def check_fidelity(study: optuna.Study, search: Search) -> Fidelity | None:
                       min_epochs=high if rho < FIDELITY_LOW else low)
     study.set_user_attr("fidelity", dataclasses.asdict(result))
     return result
+
+
+def unchecked_line(study: optuna.Study, search: Search) -> str | None:
+    """One line when the search pruned but its fidelity check was never made (too few designs reached both
+    rungs: a small budget); None when it was made, or there is nothing to check."""
+    if search.space.pruner == "none" or len(search.space.objectives) > 1 or "fidelity" in study.user_attrs:
+        return None
+    epochs = rungs(search.min_epochs, search.max_epochs)
+    if len(epochs) < 2:
+        return None
+    low, high = epochs[:2]
+    _, n = measure_fidelity(study.get_trials(deepcopy=False), low, high)
+    why = (f"{n} designs reached epochs {low} and {high}, it needs {FIDELITY_DESIGNS}" if n < FIDELITY_DESIGNS
+           else f"the errors of epoch {low} or {high} are all alike")
+    return f"fidelity: not checked ({why}): pruning from epoch {low} on is unchecked on this data"
 
 
 def recorded_fidelity(study: optuna.Study) -> Fidelity | None:

@@ -99,6 +99,7 @@ def test_each_finished_trial_is_one_row_with_its_epoch(monkeypatch):
                   LONG.replace("scale=0.925596638292661", "scale=0.5"))
     failed = _trial(2, TrialState.FAIL, "oom", [], LONG, reason="out of memory on cuda:0")
     for t in (pruned, done, failed):
+        study.add_trial(t)
         shown.on_trial(study, t)
     printed = display.console.file.getvalue()
     assert printed.splitlines()[0].split() == ["trial", "status", "epoch", "val", "error", "spec"]
@@ -108,22 +109,52 @@ def test_each_finished_trial_is_one_row_with_its_epoch(monkeypatch):
                         rows[0]), printed  # the epoch it was pruned at, beside that epoch's error
     assert re.fullmatch(r"1 +ok +9/9 +3\.12% +depth=14,act=relu_preact,shortcut=scaling,scale=0\.5,f_scale=1", rows[1])
     assert re.fullmatch(r"2 +oom +0/9 +- +depth=14,.*f_scale=1 \(out of memory on cuda:0\)", rows[2]), printed
-    assert shown.best == (0.03125, 1)  # the pruned trial's epoch-1 error is no candidate for the best
+    assert (shown.best.trials, shown.best.mean) == ([1], 0.03125)  # a pruned trial's epoch-1 error is no candidate
 
 
 def test_in_a_terminal_rows_print_above_the_bar_and_no_trial_bar_is_left(monkeypatch):
     monkeypatch.setattr(display, "console", Console(file=io.StringIO(), width=80, force_terminal=True,
                                                 color_system=None))
     report = type("EpochReport", (), dict(epoch=1, val_error=0.5))()
+    study = optuna.create_study()
+    study.add_trial(_trial(0, TrialState.COMPLETE, "ok", [0.5, 0.0312], LONG))
     with display.SearchDisplay(3, 9, live=True, space=DEFAULT) as shown:
         shown.on_epoch(0, report)
-        shown.on_trial(None, _trial(0, TrialState.COMPLETE, "ok", [0.5, 0.0312], LONG))
+        shown.on_trial(study, study.trials[0])
         shown.on_epoch(1, report)  # trial 1 is training when the search ends
     printed = display.console.file.getvalue()
     *before, last = printed.split("\x1b[2K")  # the live view's frames: the last is what stays on the screen
     assert re.search(r"0 +ok +2/9 +3\.12% +depth=14", "".join(before))  # the row, printed above the bars
-    assert "trials" in last and "1/3" in last and "best 3.12% (trial 0)" in last
+    assert "trials" in last and "1/3" in last and "best 3.12% (trial 0, 1 seed)" in last
     assert "trial 1" not in last and "trial -" not in last and "50.00%" not in last  # no stale per-trial bar
+
+
+def test_the_bar_names_the_ranked_design_not_the_luckiest_run(tmp_path, monkeypatch):
+    """Issue 23 item 5: `best 1.74% (trial 24)` while `resnas best` ranked another design first at 2.66 ± 0.80%."""
+    monkeypatch.setattr(display, "console", Console(file=io.StringIO(), width=100, force_terminal=True,
+                                                color_system=None))
+    study = _study_with_designs(tmp_path)  # trial 0's design: 2.66 ± 0.80% over 3 seeds
+    lucky = _trial(len(study.trials), TrialState.COMPLETE, "ok", [0.5, 0.0174], LONG)  # one seed, luckier
+    study.add_trial(lucky)
+    with display.SearchDisplay(len(study.trials), 9, live=True, space=DEFAULT) as shown:
+        for t in study.trials:
+            shown.on_trial(study, t)
+    last = display.console.file.getvalue().split("\x1b[2K")[-1]
+    assert "best 2.66 ± 0.80% (trial 0, 3 seeds)" in last, last
+    assert "1.74" not in last
+    first = show_best_first(tmp_path, study)
+    assert first.startswith("1") and "2.66 ± 0.80%" in first  # the design `resnas best` ranks first
+
+
+def show_best_first(tmp_path, study) -> str:
+    """The first row of `resnas best`'s table for ``study``."""
+    console = _console(120)
+    display.console, saved = console, display.console
+    try:
+        show_best(study, top=3)
+    finally:
+        display.console = saved
+    return next(line.strip() for line in console.file.getvalue().splitlines() if line.strip().startswith("1 "))
 
 
 def _study_with_designs(tmp_path, n: int = 6):

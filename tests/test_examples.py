@@ -3,6 +3,7 @@ a Python example in this process as ``python example.py ARGS`` runs it (runpy, a
 
 import contextlib
 import io
+import json
 import os
 import re
 import runpy
@@ -57,15 +58,15 @@ def _best(trials):
     return min(done, key=lambda t: (t.value, t.number))
 
 
-def test_quick_search_prints_the_best_trial_and_its_timm_model(tmp_path, monkeypatch):
+def test_quick_search_prints_the_best_design_and_its_timm_model(tmp_path, monkeypatch, resnas_cli):
     db = tmp_path / "quick.db"
-    out = _example("quick_search.py", "--trials", "2", "--epochs", "1", "--storage", f"sqlite:///{db}",
-                   "--confirm", "0", cwd=tmp_path, monkeypatch=monkeypatch)
+    argv = ["--trials", "2", "--epochs", "1", "--storage", f"sqlite:///{db}", "--confirm", "0"]
+    out = _example("quick_search.py", *argv, cwd=tmp_path, monkeypatch=monkeypatch)
     trials = _trials(db, "default")
     assert len(trials) == 2 and all(t.state == TrialState.COMPLETE and t.user_attrs["status"] == "ok" for t in trials)
     assert len(re.findall(r"^trial \d+: ok, val_error ", out, re.M)) == 2  # the study callback, once per trial
     best = _best(trials)
-    number, error = re.search(r"best trial (\d+): val_error ([\d.]+)", out).groups()
+    number, error = re.search(r"best design \(trial (\d+)\): val_error ([\d.]+) over 1 seed", out).groups()
     assert int(number) == best.number and float(error) == pytest.approx(best.value, abs=5e-5)
     assert f"spec: {best.user_attrs['spec']}\n" in out
     params, recorded = map(int, re.search(r"params: (\d+) \(recorded (\d+)\)", out).groups())
@@ -74,6 +75,18 @@ def test_quick_search_prints_the_best_trial_and_its_timm_model(tmp_path, monkeyp
     assert resnas.count_params(model) == params
     assert "logits (8, 10) for a batch of (8, 1, 8, 8)" in out
     assert (tmp_path / "resnas-artifacts").is_dir()  # the best trials' weights, beside the database
+
+    # a second seed of the other design (as the race trains): confirmed, it ranks first, luckiest run or not
+    other = next(t for t in trials if t.number != best.number)
+    study = optuna.load_study(study_name="default", storage=f"sqlite:///{db}")
+    error = other.value + 0.01
+    study.add_trial(optuna.trial.create_trial(
+        value=error, params=other.params, distributions=other.distributions,
+        user_attrs={**other.user_attrs, "repeat": 1, "confirms": other.number, "val_error": [error]}))
+    out = _example("quick_search.py", *argv, cwd=tmp_path, monkeypatch=monkeypatch)  # the study is done: it reads
+    shown = int(re.search(r"best design \(trial (\d+)\): val_error [\d.]+ \+- [\d.]+ over 2 seed", out).group(1))
+    first = json.loads(resnas_cli("best", "--storage", f"sqlite:///{db}", "--json").stdout)["trials"][0]
+    assert shown == first["trial"] == other.number != best.number  # as `resnas best` ranks it, not the luckiest
 
 
 def test_zoo_timm_counts_params_shows_features_and_fine_tunes(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from ..record import TrialRecord, epochs_spent, status_of
+from ..record import TrialRecord, epochs_spent, status_of, trained
 from ..space import compact_spec, fixed_fields
 from ..status import Status
 
@@ -114,7 +114,8 @@ class RunClock(ProgressColumn):
 
 class SearchDisplay:
     """What a search shows: a row per finished trial (printed above the live bar in a terminal, as plain
-    lines in a log), and in a terminal a trials bar with the best so far and the current trial's epochs."""
+    lines in a log), and in a terminal a trials bar with the best design so far, ranked as ``resnas best``
+    ranks them (mean +- sd over its seeds), and the current trial's epochs."""
 
     def __init__(self, total: int | None, epochs: int, live: bool, budget_epochs: int | None = None,
                  space=None):
@@ -151,11 +152,13 @@ class SearchDisplay:
             self.on_fidelity(fidelity)
 
     def on_trial(self, study, trial) -> None:
-        error = trial.values[0] if trial.values else None
-        # only a completed trial competes: a pruned one's error is of an earlier epoch
-        if trial.state.name == "COMPLETE" and error is not None and (self.best is None or error < self.best[0]):
-            self.best = (error, trial.number)
-        best = f"best {percent(self.best[0])} (trial {self.best[1]})" if self.best else ""
+        from ..designs import ranked_designs  # deferred: Optuna, which the other commands' displays do without
+        from ..results import mean_sd
+
+        if study is not None:  # the design ranked first, never the luckiest single run: the race moves it
+            self.best = next(iter(ranked_designs(study)), None)
+        d = self.best
+        best = f"best {mean_sd(d)} (trial {d.trials[0]}, {d.n} seed{'s' * (d.n > 1)})" if d else ""
         self.spent += epochs_spent(trial)
         if self.budget:
             best = f"{max(0, self.budget - self.spent)} epochs left; {best}"
@@ -163,8 +166,10 @@ class SearchDisplay:
             if self.race is None:
                 self.race = self.progress.add_task("race", total=None, note="")
             self.progress.update(self.race, advance=1)
-        else:
-            self.progress.update(self.trials, advance=epochs_spent(trial) if self.budget else 1, note=best)
+            self.progress.update(self.trials, note=best)
+        else:  # a redraw of a trained design takes no trial of the budget
+            self.progress.update(self.trials, advance=epochs_spent(trial) if self.budget else int(trained(trial)),
+                                 note=best)
         self.progress.reset(self.current, total=self.epochs, description="trial -")
         self.progress.console.print(self._row(trial))
 

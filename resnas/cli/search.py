@@ -6,10 +6,11 @@ import shlex
 
 import click
 
+from ..budget import exhausted_line, split_line
 from ..config import Search
 from ..data import DATASETS
 from ..errors import did_you_mean
-from ..fidelity import recorded_fidelity
+from ..fidelity import recorded_fidelity, unchecked_line
 from ..race import MARGIN, RaceRules
 from ..ranks import in_launch
 from ..runners import Progress, run
@@ -35,8 +36,9 @@ __all__ = ["search"]
 @storage_option
 @study_option
 @click.option("--trials", type=click.IntRange(min=1),
-              help="Target: run until the study holds N search trials (complete, pruned or failed; confirmation "
-                   "runs and the trials a retry redoes do not count), so the same command resumes an interrupted "
+              help="Target: run until the study holds N search trials (complete, pruned or failed; race runs, "
+                   "redraws of a trained design and the trials a retry redoes do not count; a space with fewer "
+                   "designs ends when each is trained), so the same command resumes an interrupted "
                    "search [default: the space's trials:, else 10; a grid: its points].")
 @click.option("--more", type=click.IntRange(min=1), help="Add N search trials to those the study holds.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
@@ -107,7 +109,7 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
         plan = []  # the run's Budget, once known: the bar's total, and the target a Ctrl-C message names
         with SearchDisplay(None, job.max_epochs, live=live, budget_epochs=budget_epochs, space=space) as display:
             progress = Progress(callbacks=(display.on_trial,), on_epoch=display.on_epoch,  # workers: through poll
-                                on_fidelity=display.on_fidelity, on_budget=lambda b: _on_budget(b, display, plan),
+                                on_fidelity=display.on_fidelity, on_budget=lambda b: _on_budget(job, b, display, plan),
                                 poll=lambda s: _poll(display, s))
             try:  # distributed under accelerate launch / torchrun
                 study = run(job, progress, device_list)
@@ -119,6 +121,9 @@ def search(space_name: str, dataset: str | None, data_dir: str | None, storage: 
             return
     except USER_ERRORS as e:
         raise UserError(str(e)) from None
+    said = plan and plan[0].every_design  # its budget line said so before the run
+    for line in filter(None, (None if said else exhausted_line(study, job), unchecked_line(study, job))):
+        console.print(line, highlight=False)
     show_best(study, top)
     _print_next(study, job.storage_url)
 
@@ -128,8 +133,9 @@ def _poll(display: SearchDisplay, study) -> None:
     display.poll(study, recorded_fidelity(study) if not display.fidelity_shown else None)
 
 
-def _on_budget(budget, display: SearchDisplay, known: list) -> None:
+def _on_budget(job: Search, budget, display: SearchDisplay, known: list) -> None:
     known.append(budget)
+    display.progress.console.print(split_line(job, budget), highlight=False)  # above the live bar
     display.on_budget(budget)
 
 
