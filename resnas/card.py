@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 from huggingface_hub import ModelCard, ModelCardData
 
-from .racing import stored_verdict
+from .designs import stored_verdict
 from .record import StudyRecord, TrialRecord, epochs_spent
 from .space import Space, SpaceError
 

@@ -1,7 +1,9 @@
 """A study's trials ranked into designs: the order ``resnas best``, the confirmation and kept weights share.
 
-A design is a spec; its runs are its search trial (repeat 0) and its confirmation repeats, each seeded
-by (design, repeat). The statistics are resnas.ranking's; this module reads them off an Optuna study.
+A design is a spec; its runs are its search trial (repeat 0) and its race repeats, each seeded by
+(design, repeat). Where a race ran (resnas.racing), its verdict ranks and labels the designs it raced:
+those still in the race first, tied with the leader, then those it found worse; the designs outside it
+follow. Without a race the statistics are resnas.ranking's. This module reads them off an Optuna study.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import math
 import optuna
 from optuna.trial import TrialState
 
+from .race import Verdict
 from .ranking import Design, rank_designs
 from .record import TrialRecord, trained
 
-__all__ = ["as_completed", "completed_trials", "ranked_designs", "ranked_trials"]
+__all__ = ["RACE", "VERDICT", "as_completed", "completed_trials", "ranked_designs", "ranked_trials", "stored_verdict"]
+
+VERDICT, RACE = "verdict", "race"  # the study attributes: the verdict, the contenders and the baseline's note
 
 
 def as_completed(trial: optuna.Trial, values: list[float]) -> optuna.trial.FrozenTrial:
@@ -52,4 +57,24 @@ def ranked_designs(study: optuna.Study, finishing: optuna.trial.FrozenTrial | No
         runs.setdefault(record.spec or "", {}).setdefault(record.repeat or 0, t)
     designs = [Design(spec, [by[r].values[0] for r in sorted(by)], [by[r].number for r in sorted(by)])
                for spec, by in runs.items()]
-    return rank_designs(designs)
+    verdict = stored_verdict(study)[0]
+    return rank_designs(designs) if verdict is None else _as_raced(designs, verdict)
+
+
+def _as_raced(designs: list[Design], verdict: Verdict) -> list[Design]:
+    """The race's order and its tests (never a test of a few seeds' own variances): the designs left in it
+    (the leader first) tied, then the ones it found worse, then the designs it did not race, untested."""
+    order = {spec: i for i, spec in enumerate(verdict.ranking)}
+    raced = sorted((d for d in designs if d.spec in order), key=lambda d: order[d.spec])
+    for d in raced:
+        d.tied = d.spec not in verdict.departed
+    others = rank_designs([d for d in designs if d.spec not in order])
+    for d in others:
+        d.tied = None
+    return raced + others
+
+
+def stored_verdict(study: optuna.Study) -> tuple[Verdict | None, dict]:
+    """The race's last verdict stored on the study (None: no race ran) and its contenders' attribute."""
+    d = study.user_attrs.get(VERDICT)
+    return (None if d is None else Verdict.from_dict(d)), study.user_attrs.get(RACE, {})

@@ -19,16 +19,15 @@ import optuna
 from optuna.trial import TrialState
 
 from .config import Search
-from .designs import ranked_trials
+from .designs import RACE, VERDICT, ranked_trials
 from .probe import reference
-from .race import Verdict, race
+from .race import race
 from .record import TrialRecord, drawn, epochs_spent
 from .spec import ArchSpec
 from .study import FINISHED
 
-__all__ = ["Contenders", "contenders", "race_round", "race_table", "stored_verdict"]
+__all__ = ["Contenders", "contenders", "race_round", "race_table"]
 
-VERDICT, RACE = "verdict", "race"  # the study attributes: the verdict, the contenders and the baseline's note
 _TRIES = 2  # a race run that failed this often is not enqueued again
 
 
@@ -122,8 +121,3 @@ def _enqueue(study: optuna.Study, params: dict, design: str, repeat: int, job: s
     record = TrialRecord(repeat=repeat, confirms=first, job=job)
     study.enqueue_trial(params, user_attrs=record.to_user_attrs("repeat", "confirms", "job"), skip_if_exists=False)
 
-
-def stored_verdict(study: optuna.Study) -> tuple[Verdict | None, dict]:
-    """The race's last verdict stored on the study (None: no race ran) and its contenders' attribute."""
-    d = study.user_attrs.get(VERDICT)
-    return (None if d is None else Verdict.from_dict(d)), study.user_attrs.get(RACE, {})

@@ -20,14 +20,13 @@ from optuna.trial import TrialState
 
 from .card import write_card
 from .data import load_data
-from .designs import ranked_designs
+from .designs import ranked_designs, stored_verdict
 from .export import export
 from .export import load as load_export
 from .fidelity import recorded_fidelity
 from .files import follow_umask
 from .kept import download_kept, kept_run
 from .race import race_test
-from .racing import stored_verdict
 from .ranking import TIE_TEST
 from .recipe import design_seed, search_recipe
 from .record import StudyRecord, TrialRecord, status_of, study_space
@@ -37,7 +36,7 @@ from .storage import StudyError, artifact_store
 from .train import evaluate, train
 
 __all__ = ["design_row", "export_trial", "kept_test_errors", "mean_sd", "retraining_line", "tie_label",
-           "verdict_fields", "verdict_lines", "write_note"]
+           "tie_statement", "verdict_fields", "verdict_lines", "write_note"]
 
 
 def design_row(design) -> dict[str, Any]:
@@ -57,9 +56,25 @@ def tie_label(design, rank: int) -> str:
     return "best" if rank == 1 else "-" if design.tied is None else "tied" if design.tied else "worse"
 
 
+def tie_statement(study: optuna.Study, designs: list, test: str = TIE_TEST) -> str | None:
+    """What "tied" and "worse" mean in a ranking of ``designs`` (None: nothing was tested): the race's tests
+    where a race ran, else resnas.ranking's ``test`` of the fixed repeats."""
+    tied = sum(bool(d.tied) for d in designs[1:])
+    if stored_verdict(study)[0] is not None:
+        worse = sum(d.tied is False for d in designs)
+        return (f"Tied with the best: {tied} design(s) still in the race; worse: {worse} it found worse "
+                "(the race's tests, below); the designs it did not race are untested.")
+    if not designs or not designs[0].confirmed:
+        return None
+    return f"Tied with the best: {tied} design(s) ({test}); n = 1: not confirmed, untested."
+
+
 _ENDED = {"one remains": "one design remains", "equivalent": "the designs left are equivalent within {margin} points",
           "max seeds": "at its maximum of {max_seeds} seeds per design", "epochs": "--budget-epochs is spent",
           "racing": "not over yet (interrupted): the same command continues it"}
+
+
+_WORTH_SEEDS = 100  # seeds per design past which the cost of separating a tie is not offered as a command
 
 
 def verdict_lines(study: optuna.Study, space: Space | None = None) -> list[str]:
@@ -84,6 +99,10 @@ def verdict_lines(study: optuna.Study, space: Space | None = None) -> list[str]:
         name = compact_spec(design, space)
         if n is None:
             lines.append(f"tied with the leader: {name}: no number of seeds would separate them (equal means)")
+            continue
+        if n > _WORTH_SEEDS:  # a gap within the noise: no command worth giving
+            lines.append(f"tied with the leader: {name}: a gap this small would take {n} seeds per design to "
+                         "separate (80% power): within this data's noise")
             continue
         more = (n - verdict.look) * len(verdict.remaining) * epochs
         time = f", about {_duration(more * seconds)}" if seconds else ""
@@ -138,9 +157,7 @@ def write_note(study: optuna.Study, space: Space, top: int = 5) -> None:
         lines.append(f"| {rank} | {d.trials[0]} | {mean_sd(d)} | {d.n} | {tie_label(d, rank)} "
                      f"| {record.params or 0:,} | `{d.spec}` |")
     if designs:
-        tied = [d.spec for d in designs[1:] if d.tied]
-        lines += ["", f"Tied with the best: {len(tied)} design(s) ({TIE_TEST}); n = 1: not confirmed, untested."
-                  if designs[0].confirmed else "", "Rebuild the best design:", "",
+        lines += ["", tie_statement(study, designs) or "", "Rebuild the best design:", "",
                   f"    {TrialRecord.from_trial(trials[designs[0].trials[0]]).timm or ''}"]
         study.set_user_attr("ranking", [design_row(d) for d in designs[:top]])
     if verdict := verdict_lines(study, space):

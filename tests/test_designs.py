@@ -8,7 +8,8 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from resnas.cli import main
-from resnas.designs import ranked_designs, ranked_trials
+from resnas.designs import VERDICT, ranked_designs, ranked_trials
+from resnas.race import Departure, Verdict
 from resnas.recipe import design_seed
 
 from _tinygrid import _search, _study
@@ -35,7 +36,7 @@ def test_the_race_adds_seeds_to_the_best_designs_and_the_paper_unit(tmp_path, ca
     best_two = sorted(firsts.values(), key=lambda t: (t.value, t.number))[:2]
     assert {t.number for t in best_two} <= confirmed  # the two best single-seed designs raced
     assert {firsts[n].user_attrs["spec"] for n in confirmed} == set(raced)
-    assert "confirms trial" in out and " ± " in out and "tied with the best" in out
+    assert "confirms trial" in out and " ± " in out and "still in the race" in out
 
     assert main(["best", "--storage", f"sqlite:///{db}", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["trials"]
@@ -80,3 +81,23 @@ def test_a_designs_runs_over_its_repeats_make_one_design_and_a_duplicate_none(tm
     designs = ranked_designs(study)
     assert [(d.spec, d.errors, d.trials) for d in designs] == [("b", [0.10, 0.12, 0.11], [1, 2, 4]), ("a", [0.30], [0])]
     assert designs[0].n == 3 and designs[0].tied is True and designs[1].tied is None
+
+
+def test_a_race_verdict_ranks_and_labels_the_designs_it_raced_not_a_t_test_of_their_own_seeds(tmp_path, capsys):
+    """a and b have a tiny spread over their three seeds, so a Welch test on them alone calls b worse; the race's
+    pooled test kept it in: best shows it tied. c left the race (worse); d was never raced (untested)."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'v.db'}", study_name="v")
+    runs = {"a": [0.0260, 0.0261, 0.0262], "b": [0.0300, 0.0301, 0.0302], "c": [0.12, 0.05], "d": [0.01]}
+    for spec, errors in runs.items():
+        for repeat, error in enumerate(errors):
+            study.add_trial(create_trial(value=error, user_attrs=dict(spec=spec, status="ok", repeat=repeat)))
+    assert [(d.spec, d.tied) for d in ranked_designs(study)][:2] == [("a", True), ("b", False)]  # Welch, no race
+    verdict = Verdict(status="max seeds", leader="a", ranking=["a", "b", "c"], means={"a": 0.026, "b": 0.0301,
+                      "c": 0.085}, seeds={"a": 3, "b": 3, "c": 2}, remaining=["a", "b"],
+                      departed={"c": Departure(look=2, leader="a", gap=0.06, q=9.0, m=3, df=2)}, look=3)
+    study.set_user_attr(VERDICT, verdict.to_dict())
+    assert [(d.spec, d.tied) for d in ranked_designs(study)] == [("a", True), ("b", True), ("c", False), ("d", None)]
+    assert main(["best", "--storage", f"sqlite:///{tmp_path / 'v.db'}"]) == 0
+    out = capsys.readouterr().out
+    assert "1 design(s) still in the race; worse: 1 it found worse" in " ".join(out.split())
+    assert "Welch" not in out

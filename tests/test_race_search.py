@@ -11,7 +11,8 @@ from huggingface_hub import ModelCard
 
 from resnas.cli import main
 from resnas.config import Search, SearchError
-from resnas.racing import race_table, stored_verdict
+from resnas.designs import stored_verdict
+from resnas.racing import race_table
 from resnas.recipe import design_seed
 from resnas.space import parse_space
 
@@ -24,7 +25,8 @@ def _race_runs(study):
     return [t for t in study.get_trials(deepcopy=False) if str(t.user_attrs.get("job", "")).startswith("race:")]
 
 
-def test_the_race_ends_with_a_verdict_on_paired_seeds_and_a_larger_max_seeds_continues_it(tmp_path, capsys):
+def test_the_race_ends_with_a_verdict_on_paired_seeds_and_a_larger_max_seeds_continues_it(tmp_path, capsys,
+                                                                                          monkeypatch):
     db = tmp_path / "r.db"
     assert _search(tmp_path, db, "--confirm", "2", "--max-seeds", "3") == 0
     study = _study(db)
@@ -57,9 +59,11 @@ def test_the_race_ends_with_a_verdict_on_paired_seeds_and_a_larger_max_seeds_con
     assert out["delta_vs_baseline"] == pytest.approx(again.baseline.delta)
     assert out["delta_vs_baseline_interval"] == pytest.approx([again.baseline.low, again.baseline.high])
 
+    monkeypatch.setenv("COLUMNS", "80")
     assert main(["best", "--storage", f"sqlite:///{db}"]) == 0  # the verdict under the table
     shown = capsys.readouterr().out
-    assert "race: " in shown and again.baseline.text.split(":")[0] in shown
+    assert "race: " in shown and again.baseline.text.split(":")[0].split()[0] in shown
+    assert max(len(line) for line in shown.splitlines()) <= 80, shown  # wrapped at words, not by the terminal
     folder = tmp_path / "net"
     assert main(["export", "--storage", f"sqlite:///{db}", "--output", str(folder)]) == 0
     card = ModelCard.load(folder / "README.md")

@@ -214,10 +214,10 @@ class SearchDisplay:
 
 # ---- best -------------------------------------------------------------------------------------------------
 def print_best(study, space, designs: list, rows: list[list[str]], header: list[str], kept_top: int,
-               tests: list | None = None) -> None:
+               tests: list | None = None, footnote: str | None = None) -> None:
     """A study's designs, best first, each on two lines: its numbers (``rows``, under ``header``) and under
     them its spec; then the fields every design shares and the footnotes (``tests``: None = kept no weights,
-    only the top ``kept_top`` do)."""
+    only the top ``kept_top`` do; ``footnote``: what "tied" means)."""
     widths = [max(map(len, column)) for column in zip(header, *rows)]
     # at 80 columns the spec has the width
     table = Table(title=f"best of {study.study_name}", box=box.SIMPLE_HEAD, show_edge=False)
@@ -231,10 +231,8 @@ def print_best(study, space, designs: list, rows: list[list[str]], header: list[
     if tests and None in tests:
         console.print(f"test error -: kept no weights (only the top {kept_top} do); resnas export --trial N "
                       "retrains it", highlight=False)
-    if designs and designs[0].confirmed:
-        tied = sum(bool(d.tied) for d in designs[1:])
-        console.print(f"{tied} design(s) tied with the best (not significantly worse: one-sided Welch t-test, "
-                      "alpha 0.05); n = 1: not confirmed.", highlight=False)
+    if footnote:
+        console.print(footnote, highlight=False)
 
 
 def _aligned(cells: list[str], widths: list[int]) -> Table:
