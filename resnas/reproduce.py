@@ -293,7 +293,7 @@ class Cost:
 def measure_cost(spec: ArchSpec, data: Data, recipe: Recipe, seed: int = 0) -> Cost:
     """One real epoch of ``spec`` through the search's trainer (``resnas.train.train``: its loaders, validation
     and epoch checkpoint); the time around the epoch is the run's overhead. Not a few steps of one batch:
-    those missed the loader, validation and checkpoints, and estimated a seventh of the time (issue 24)."""
+    those missed the loader, the checkpoints and the time around the epochs (issue 24 saw a seventh)."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         result = train(spec, data, 1, recipe, seed=seed, checkpoint_dir=tmp)
