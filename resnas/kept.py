@@ -1,19 +1,25 @@
 """Kept weights: one run of each of the best WEIGHTS_TOP_K designs keeps its timm folder as Optuna artifacts.
 
-The files go to the artifact store beside the storage (resnas.storage.artifact_store), listed on the trial
-by Optuna (``get_all_artifact_meta``, which the dashboard reads too); a trial keeps them while its design
-ranks in the top k (``ranked_designs``), and :func:`keep_top_weights` removes the rest. Optuna keeps the
-listing of a removed file, so a trial keeps weights only while its files are in the store (:func:`kept_files`).
-Export and ``best --test`` read them back (:func:`download_kept`), their sha256 checked.
+The files go to the artifact store beside the storage (resnas.storage.artifact_store). Each is listed in the
+study's system attrs under optuna-dashboard's key for a trial's file (``dashboard:artifacts:<trial id>:<id>``),
+so the dashboard shows it on the trial's page, and a file removed later is unlisted by setting its key to null,
+as the dashboard's own delete does. Not Optuna's ``upload_artifact(trial)``: it lists files in the trial's system
+attrs, which Optuna refuses to change once the trial is finished, so a removed file would stay listed and its
+download answer 500 (studies written before keep such listings; they are read, never shown as kept).
+A trial keeps its files while its design ranks in the top k (``ranked_designs``); :func:`keep_top_weights`
+removes the rest. Export and ``best --test`` read them back (:func:`download_kept`), their sha256 checked.
 """
 
 from __future__ import annotations
 
+import json
+import mimetypes
 import tempfile
+import uuid
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import download_artifact, get_all_artifact_meta, upload_artifact
+from optuna.artifacts import download_artifact, get_all_artifact_meta
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
@@ -29,18 +35,44 @@ __all__ = ["WEIGHTS_TOP_K", "download_kept", "keep_top_weights", "keep_weights",
 WEIGHTS_TOP_K = 3  # designs whose weights are kept as artifacts (one run each)
 
 
+def _listed(trial_id: int) -> str:
+    """The prefix of the study system attrs that list a trial's files (optuna-dashboard's, 0.21)."""
+    return f"dashboard:artifacts:{trial_id}:"
+
+
 def keep_weights(trial: optuna.Trial, store, model, **pretrained_cfg) -> None:
     """Upload ``model`` as the trial's timm local-dir folder (weights and config) to the artifact store."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = export(model, tmp, **pretrained_cfg)
         for name in ARTIFACT_FILES:
-            upload_artifact(artifact_store=store, file_path=str(folder / name), study_or_trial=trial)
+            artifact_id = str(uuid.uuid4())
+            with open(folder / name, "rb") as f:
+                store.write(artifact_id, f)  # the file first: nothing is listed before it can be downloaded
+            meta = {"artifact_id": artifact_id, "filename": name, "encoding": None,
+                    "mimetype": mimetypes.guess_type(name)[0] or "application/octet-stream"}
+            trial.storage.set_study_system_attr(trial.study._study_id, _listed(trial._trial_id) + artifact_id,
+                                                json.dumps(meta))
+
+
+def _study_attrs(study: optuna.Study) -> dict:
+    return study._storage.get_study_system_attrs(study._study_id)  # Optuna 5 has no public reader
 
 
 def _artifacts(study: optuna.Study, trial) -> dict[str, str]:
-    """The files Optuna lists on a trial: file name -> artifact id (the latest upload of a name)."""
+    """The files listed for a trial: file name -> artifact id (the latest upload of a name)."""
     # a FrozenTrial's artifacts are read through its study's storage, which Optuna keeps private
-    return {m.filename: m.artifact_id for m in get_all_artifact_meta(trial, storage=study._storage)}
+    old = {m.filename: m.artifact_id for m in get_all_artifact_meta(trial, storage=study._storage)}
+    metas = (json.loads(v) for k, v in _study_attrs(study).items() if k.startswith(_listed(trial._trial_id)))
+    return old | {m["filename"]: m["artifact_id"] for m in metas if m is not None}
+
+
+def _remove(study: optuna.Study, store, trial) -> None:
+    """Unlist a trial's files, then delete them (never listed while missing); old listings cannot be changed."""
+    files = _artifacts(study, trial).values()
+    for key, value in _study_attrs(study).items():
+        if key.startswith(_listed(trial._trial_id)) and json.loads(value) is not None:
+            study._storage.set_study_system_attr(study._study_id, key, json.dumps(None))
+    remove_artifacts(store, files)
 
 
 def kept_files(study: optuna.Study, url: str, trial) -> dict[str, str]:
@@ -81,7 +113,7 @@ def keep_top_weights(study: optuna.Study, store, url: str, finishing: optuna.tri
     for design in ranked_designs(study, finishing)[:WEIGHTS_TOP_K]:
         keep.update([n for n in design.trials if n in done and weights_kept(study, url, every[n])][:1])
     for n in done - keep:
-        remove_artifacts(store, _artifacts(study, every[n]).values())
+        _remove(study, store, every[n])
 
 
 def kept_run(study: optuna.Study, url: str, design) -> optuna.trial.FrozenTrial | None:

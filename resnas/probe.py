@@ -251,7 +251,7 @@ def labelled_specs(names: tuple[str, ...] | list[str], drawn: list[ArchSpec] = (
     return labelled
 
 
-PLOT_EXTRA = "resnas[plot]"  # pyproject's extra that installs matplotlib
+PLOT_EXTRA = ".[plot]"  # pyproject's extra that installs matplotlib (resnas is not on PyPI: from the checkout)
 
 
 def pyplot():
@@ -260,7 +260,8 @@ def pyplot():
     try:
         import matplotlib  # deferred: an optional dependency, only for --plot
     except ImportError:
-        raise ImportError(f'plot: needs matplotlib, an optional dependency: pip install "{PLOT_EXTRA}"') from None
+        raise ImportError(f'plot: needs matplotlib (optional): pip install -e "{PLOT_EXTRA}" in the resnas '
+                          'checkout') from None
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
     return plt

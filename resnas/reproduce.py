@@ -23,19 +23,18 @@ import dataclasses
 import math
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from accelerate import Accelerator
 from optuna.trial import TrialState
 
 from .config import Search
 from .data import Data, load_data
-from .network import build
+from .network import build, count_macs
 from .probe import probe
 from .recipe import Recipe, search_recipe
 from .record import TrialRecord
@@ -43,11 +42,12 @@ from .runners import Progress, run_search
 from .space import Space, load_space
 from .spec import CONVS_PER_UNIT, SHORTCUTS, ArchSpec
 from .study import open_study
-from .train import Diverged, default_precision, evaluate, train_epoch
+from .threads import set_threads
+from .train import train
 
-__all__ = ["FAIL", "PAPER_EPOCHS", "QUICK_DEPTH_SCALE", "QUICK_EPOCHS", "QUICK_WIDTH_SCALE", "TABLES", "Estimate",
-           "ReproduceError", "Reproduction", "Row", "TableRun", "agreement", "epoch_seconds", "ranks",
-           "row_key", "scaled_space", "table_rows", "to_markdown", "write"]
+__all__ = ["FAIL", "PAPER_EPOCHS", "QUICK_DEPTH_SCALE", "QUICK_EPOCHS", "QUICK_WIDTH_SCALE", "TABLES", "Cost",
+           "Estimate", "ReproduceError", "Reproduction", "Row", "TableRun", "agreement", "measure_cost", "ranks",
+           "recorded_cost", "row_key", "scaled_space", "table_rows", "to_markdown", "write"]
 
 FAIL = 0.20  # the paper's "fail": test error above 20%
 NOT_RUN = "not run"  # a run the table does not hold yet
@@ -241,7 +241,8 @@ class Planned:
 
 @dataclass(frozen=True)
 class Estimate:
-    """What a reproduction will cost on this machine, from measured training steps (``epoch_seconds``)."""
+    """What a reproduction will cost on this machine: per run, the seconds around its epochs and each epoch's
+    seconds (:class:`Cost`), measured on one real epoch (``measure_cost``) or read from the runs finished."""
 
     table: str
     rows: int
@@ -250,17 +251,17 @@ class Estimate:
     runs: int  # rows x repeats
     runs_left: int  # not finished yet (a resumed study has the others)
     seconds: float  # for the runs left
-    steps: int  # training steps timed per row
+    source: str  # what was measured: "one epoch of row 1", "2 finished runs"
 
     def line(self) -> str:
-        """``table2: 10 rows x 1 repeat x 15 epochs, about 12 min on this machine (measured 3 steps a row)``."""
+        """``table2: 10 rows x 1 repeat x 15 epochs, about 12 min on this machine (from one epoch of row 1)``."""
         head = (f"{self.table}: {self.rows} rows x {self.repeats} repeat{'s' * (self.repeats > 1)} x "
                 f"{self.epochs} epochs")
         if self.runs_left == 0:
             return f"{head}: every run is done, nothing to train"
         done = f", {self.runs - self.runs_left} of {self.runs} runs done" if self.runs_left < self.runs else ""
         left = " left" if done else ""
-        return f"{head}{done}, about {duration(self.seconds)}{left} on this machine (measured {self.steps} steps a row)"
+        return f"{head}{done}, about {duration(self.seconds)}{left} on this machine (from {self.source})"
 
     def left(self, work: float, elapsed: float) -> str:
         """``about 7 min left``: the estimate's seconds not yet done (``work`` of them are), scaled by how the
@@ -276,30 +277,42 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def epoch_seconds(spec: ArchSpec, data: Data, recipe: Recipe, steps: int = 3) -> float:
-    """Seconds per epoch of training ``spec`` on this machine: the median of ``steps`` training steps (after one
-    warm-up) of the trainer's own step (``resnas.train.train_epoch``) at the recipe's batch size, times the
-    epoch's steps, plus one timed validation batch times the validation's batches."""
-    accelerator = Accelerator(mixed_precision=default_precision())
-    model = build(spec)
-    if accelerator.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # as resnas.train
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    batch = [t.to(accelerator.device) for t in next(iter(data.loader("train", recipe.batch_size)))]
-    stamps: list[float] = []
-    try:  # a batch again and again: the time of a step, not of learning anything
-        train_epoch(accelerator, model, [batch] * (steps + 1), optimizer, scheduler, recipe.max_loss,
-                    lambda: stamps.append(time.perf_counter()))
-    except Diverged:
-        pass
-    step = statistics.median(b - a for a, b in zip(stamps, stamps[1:])) if len(stamps) > 1 else 0.0
-    val = [t.to(accelerator.device) for t in next(iter(data.loader("val", 2 * recipe.batch_size)))]
-    start = time.perf_counter()
-    evaluate(accelerator, model, [val])
-    val_seconds = time.perf_counter() - start
-    return len(data.train) // recipe.batch_size * step + math.ceil(len(data.val) / len(val[0])) * val_seconds
+@dataclass(frozen=True)
+class Cost:
+    """A run's cost on this machine: ``per_mac`` seconds an epoch per MAC of the network (rows scale by their
+    MACs), and ``overhead`` seconds a run besides its epochs (building, loaders, checkpoints, Optuna)."""
+
+    per_mac: float
+    overhead: float
+
+    def epoch(self, macs: int, epochs: int) -> float:
+        """Seconds per epoch of a ``macs`` network, its run's overhead spread over its ``epochs``."""
+        return self.per_mac * macs + self.overhead / epochs
+
+
+def measure_cost(spec: ArchSpec, data: Data, recipe: Recipe, seed: int = 0) -> Cost:
+    """One real epoch of ``spec`` through the search's trainer (``resnas.train.train``: its loaders, validation
+    and epoch checkpoint); the time around the epoch is the run's overhead. Not a few steps of one batch:
+    those missed the loader, the checkpoints and the time around the epochs (issue 24 saw a seventh)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = train(spec, data, 1, recipe, seed=seed, checkpoint_dir=tmp)
+        wall = time.perf_counter() - start
+    epoch = result.epoch_seconds[0] if result.epoch_seconds else wall  # diverged or out of memory: all of it
+    return Cost(epoch / max(result.macs, 1), max(0.0, wall - epoch))
+
+
+def recorded_cost(trials: list) -> Cost | None:
+    """The cost the finished runs ``trials`` took (their recorded epoch seconds, MACs and duration); None
+    without one that trained. Resuming reads it instead of timing rows again."""
+    rates, overheads = [], []
+    for t in trials:
+        record = TrialRecord.from_trial(t)
+        if record.epoch_seconds and record.macs and t.duration is not None:
+            rates.append(statistics.mean(record.epoch_seconds) / record.macs)
+            trained = record.epoch_seconds[record.resumed_from_epoch or 0:]  # a retry trained these itself
+            overheads.append(max(0.0, t.duration.total_seconds() - sum(trained)))
+    return Cost(statistics.median(rates), statistics.median(overheads)) if rates else None
 
 
 class TableRun:
@@ -321,20 +334,26 @@ class TableRun:
         self.on_epoch, self.on_run = on_epoch, on_run
         self._start, self._numbers = time.perf_counter(), {}  # trial number -> row
 
-    def estimate(self, steps: int = 3) -> Estimate:
-        """Probe every row, open (or resume) the study, and time ``steps`` training steps of each row left."""
-        x, y = next(iter(self.data.loader("val", self.job.probe_batch)))
-        self.gains = {p.number: probe(p.spec, x, y, seed=self.job.seed).gain for p in self.planned}
+    def estimate(self) -> Estimate:
+        """Open (or resume) the study, probe every row, and estimate the runs left: from the cost of the runs
+        the study finished, else from one real epoch of the first row left (``measure_cost``)."""
         if self.job.storage is None:
             Path(self.job.output or ".").mkdir(parents=True, exist_ok=True)
-        self.study = open_study(self.search)
-        recipe = search_recipe(self.job.dataset, self.job.space.recipe, self.job.epochs)
-        left = {r.number: r.repeats - len(r.errors) for r in self.rows()}
-        self.seconds = {p.number: epoch_seconds(p.spec, self.data, recipe, steps) for p in self.planned
-                        if left[p.number]}
-        job = self.job
+        self.study = open_study(self.search)  # first: Ctrl-C from here on names the runs it holds
+        x, y = next(iter(self.data.loader("val", self.job.probe_batch)))
+        self.gains = {p.number: probe(p.spec, x, y, seed=self.job.seed).gain for p in self.planned}
+        job, left = self.job, {r.number: r.repeats - len(r.errors) for r in self.rows()}
+        todo = [p for p in self.planned if left[p.number]]
+        finished = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        cost, source = recorded_cost(finished), f"{len(finished)} finished run{'s' * (len(finished) > 1)}"
+        if cost is None and todo:
+            set_threads(job.threads)  # as run_search will train the rows
+            recipe = search_recipe(job.dataset, job.space.recipe, job.epochs)
+            cost, source = measure_cost(todo[0].spec, self.data, recipe, job.seed), f"one epoch of row {todo[0].number}"
+        self.seconds = {p.number: cost.epoch(_macs(p.spec, self.data), job.epochs) for p in todo}
         return Estimate(job.table, len(self.planned), job.repeats, job.epochs, len(self.planned) * job.repeats,
-                        sum(left.values()), sum(self.seconds[n] * job.epochs * k for n, k in left.items() if k), steps)
+                        sum(left.values()), sum(self.seconds[p.number] * job.epochs * left[p.number] for p in todo),
+                        source)
 
     def run(self) -> list[Row]:
         """Train every row left ``job.repeats`` times (the study resumed); the table, written."""
@@ -382,6 +401,10 @@ class TableRun:
         if self.on_run is not None and (row := self.row_of(trial.number)) is not None:
             self.on_run(row, trial)
         self.write()
+
+
+def _macs(spec: ArchSpec, data: Data) -> int:
+    return count_macs(build(spec), data.input_size)
 
 
 def _plan(job: Reproduction, data: Data) -> list[Planned]:

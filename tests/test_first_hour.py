@@ -44,7 +44,7 @@ def test_probe_plot_without_matplotlib_names_the_extra_before_computing(tmp_path
     _without(monkeypatch, "matplotlib")
     run = resnas_cli("probe", "original_resnet110", "--plot", str(tmp_path / "p.png"), cwd=tmp_path)
     line = _one_error_line(run)
-    assert 'pip install "resnas[plot]"' in line and "matplotlib" in line
+    assert 'pip install -e ".[plot]"' in line and "matplotlib" in line
     assert run.stdout == "" and not (tmp_path / "p.png").exists()
 
 
@@ -54,7 +54,7 @@ def test_the_extra_the_message_names_exists_and_the_readme_installs_it():
     assert any(d.startswith("matplotlib") for d in extras["plot"])
     readme = (ROOT / "README.md").read_text()
     probe_example = readme.index("--plot probe.png")
-    assert 'pip install "resnas[plot]"' in readme[probe_example - 400:probe_example]
+    assert 'pip install -e ".[plot]"' in readme[probe_example - 400:probe_example]
 
 
 # ---- 2. a YAML syntax error: the line it is on, and PyYAML's reason ----------------------------------

@@ -298,9 +298,7 @@ def test_export_without_the_artifacts_folder_retrains(searched, tmp_path, capsys
 def test_export_retrains_when_a_kept_file_goes_while_it_reads(searched, tmp_path, monkeypatch, capsys):
     url = _copy(searched, tmp_path)
     # another worker's top-k removes the file between the check and the download
-    storage = open_storage(url)
-    monkeypatch.setattr(resnas.kept, "kept_files", lambda study, url, trial: {
-        m.filename: m.artifact_id for m in optuna.artifacts.get_all_artifact_meta(trial, storage=storage)})
+    monkeypatch.setattr(resnas.kept, "kept_files", lambda study, url, trial: resnas.kept._artifacts(study, trial))
     next(p for p in artifact_root(url).iterdir() if p.is_file()).unlink()
     assert main(["export", "--storage", url, "--output", str(tmp_path / "net")]) == 0
     assert "retrained for 1 epochs" in capsys.readouterr().out

@@ -7,6 +7,8 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import optuna
 import pytest
@@ -29,6 +31,8 @@ from resnas.runners import run_search
 from resnas.space import parse_space
 from resnas.spec import ArchSpec
 from resnas.storage import artifact_root, artifact_store, open_storage
+
+from _dashboard import _dashboard_studies, _free_port
 
 # a float parameter: every trial is a new design; one epoch, no pruning: every trial completes
 SPACE = """
@@ -75,6 +79,35 @@ def test_exactly_the_top_k_designs_of_best_keep_weights_after_confirmation(searc
     assert all(len(kept & set(d.trials)) == 1 for d in top)  # one run of each of the top k designs
     assert _files(url) == {i for n in kept for i in kept_files(study, url, study.trials[n]).values()}  # the rest
     # deleted
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_the_dashboard_lists_only_weights_it_can_serve(searched):
+    """Every file optuna-dashboard lists downloads (200); trials pushed out of the top k list none."""
+    study, url, _ = searched
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "resnas", "dashboard", "--storage", url, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        study_id = _dashboard_studies(port)[0]["study_id"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study_id}", timeout=30) as r:
+            detail = json.load(r)
+        listed = {t["number"]: [f"/artifacts/{study_id}/{t['trial_id']}/{a['artifact_id']}" for a in t["artifacts"]]
+                  for t in detail["trials"] if t["artifacts"]}
+        listed[None] = [f"/artifacts/{study_id}/{a['artifact_id']}" for a in detail["artifacts"]]
+        statuses = {path: _status(f"http://127.0.0.1:{port}{path}") for paths in listed.values() for path in paths}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert set(statuses.values()) == {200}, statuses
+    assert set(listed) - {None} == _kept(study, url) and len(statuses) == len(ARTIFACT_FILES) * WEIGHTS_TOP_K
 
 
 def test_the_final_sweep_leaves_exactly_the_top_k_that_workers_racing_left(tmp_path):
@@ -205,11 +238,11 @@ def test_exactly_the_top_k_completed_trials_keep_weights(tmp_path):
     files = {p.name for p in root.iterdir() if p.is_file()}
     assert files == {i for t in top for i in kept_files(study, url, t).values()}
     assert len(files) == 2 * WEIGHTS_TOP_K
-    # a trial that left the top k (its files listed by Optuna, removed) exports by retraining; one in it, from
-    # its own weights
-    storage = open_storage(url)
-    left = next(t.number for t in done if optuna.artifacts.get_all_artifact_meta(t, storage=storage)
-                and not weights_kept(study, url, t))
+    # a trial that left the top k (its files listed once, unlisted and removed) exports by retraining; one in it,
+    # from its own weights
+    unlisted = {k.split(":")[2] for k, v in open_storage(url).get_study_system_attrs(study._study_id).items()
+                if k.startswith("dashboard:artifacts:") and v == "null"}
+    left = next(t.number for t in done if str(t._trial_id) in unlisted)
     assert export_trial(study, url, left, tmp_path / "left")[1].endswith(f"trial {left} kept no weights")
     assert export_trial(study, url, top[0].number, tmp_path / "best")[1] == f"trial {top[0].number}'s own weights"
 

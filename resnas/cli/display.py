@@ -17,7 +17,7 @@ from ..space import compact_spec, fixed_fields
 from ..status import Status
 
 __all__ = ["ReproduceDisplay", "SearchDisplay", "SpecText", "TrainDisplay", "console", "err_console", "percent",
-           "print_best", "print_reproduced", "print_train", "say"]
+           "print_best", "print_reproduced", "print_train", "say", "tell"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -27,6 +27,11 @@ FINISHED = ("COMPLETE", "PRUNED", "FAIL")  # the trial states a display reports
 def say(line: str) -> None:
     """One line as it is: no highlighting, never broken (a command in it is copied as it is)."""
     console.print(line, highlight=False, soft_wrap=True)
+
+
+def tell(line: str) -> None:
+    """A line of prose, wrapped at its spaces to the terminal's width (a terminal breaks a long one mid-word)."""
+    console.print(line, highlight=False, markup=False)
 
 
 class SpecText:
@@ -306,7 +311,7 @@ class ReproduceDisplay:
         record = TrialRecord.from_trial(trial)
         error = f"{trial.values[0]:.2%} val error" if trial.values else "pruned"
         repeat = f" (repeat {record.repeat + 1})" if record.repeat else ""
-        say(f"run {self.done}/{self.estimate.runs}: row {row.number}{repeat} {row.label}: {error} after "
+        tell(f"run {self.done}/{self.estimate.runs}: row {row.number}{repeat} {row.label}: {error} after "
             f"{record.epochs} epochs, {record.seconds or 0:.0f} s; {self._left()}")
         if self.progress is not None:
             self.progress.update(self.task, runs=self._runs(), left=self._left())
@@ -323,4 +328,4 @@ def print_reproduced(job, rows: list[dict], agreement: str, seconds: float) -> N
         table.add_row(str(r["row"]), r["variant"], r["paper_error"], str(r["paper_rank"]), measured,
                       str(r["measured_rank"]), r["probe_ratio"])
     console.print(table)
-    say(f"{agreement}; {seconds / 60:.1f} min")
+    tell(f"{agreement}; {seconds / 60:.1f} min")

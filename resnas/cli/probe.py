@@ -31,7 +31,7 @@ __all__ = ["probe"]
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Initialization seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--plot", "plot_to", type=click.Path(dir_okay=False),
-              help='Write log10 |dE/dx_l| per unit to this PNG (needs pip install "resnas[plot]").')
+              help='Write log10 |dE/dx_l| per unit to this PNG (needs pip install -e ".[plot]" in the checkout).')
 def probe(specs: tuple[str, ...], space_name: str | None, samples: int, dataset: str, data_dir: str | None,
           batch_size: int, seed: int, as_json: bool, plot_to: str | None) -> None:
     """Measure how the gradient crosses the units at initialization (the paper's Eq. 5).

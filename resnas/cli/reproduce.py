@@ -21,7 +21,7 @@ from ..study import quiet_logs
 from ..threads import set_threads
 from . import hints
 from .common import Interrupted, UserError
-from .display import ReproduceDisplay, console, print_reproduced, say
+from .display import ReproduceDisplay, console, print_reproduced, say, tell
 from .options import SEED, threads_option
 from .stored import USER_ERRORS
 
@@ -61,7 +61,8 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
     probe ratio |dE/dx_1| / |dE/dx_L| at initialization. Any departure from the paper's protocol
     (data set, depth, epochs, repeats) is printed and written with the table.
 
-    Before training it prints an estimate of the time, from training steps timed on this machine;
+    Before training it prints an estimate of the time, from one real epoch timed on this machine (or,
+    resumed, from the runs the study finished);
     the table so far is written after every run and on Ctrl-C, and the same command again continues.
 
     \b
@@ -84,11 +85,11 @@ def reproduce(table: str, repeats: int, dataset: str, data_dir: str | None, quic
                            storage=storage, study_prefix=study_prefix, seed=seed, output=output,
                            threads=chosen.count)
         for note in job.reduced:
-            console.print(f"[bold yellow]not the paper's setting:[/] {note}", highlight=False, soft_wrap=True)
+            console.print(f"[bold yellow]not the paper's setting:[/] {note}", highlight=False)
         table_run = TableRun(job, on_epoch=display.on_epoch, on_run=display.on_run)
         estimate = table_run.estimate()
-        say(chosen.line())
-        say(estimate.line())
+        tell(chosen.line())
+        tell(estimate.line())
         start = time.perf_counter()
         with display.showing(estimate, table_run.seconds):
             result = table_run.run()
