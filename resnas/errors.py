@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["did_you_mean", "first_line", "one_line"]
+__all__ = ["did_you_mean", "first_line", "install_hint", "one_line"]
 
 
 def one_line(text: str, limit: int = 200) -> str:
@@ -37,3 +37,12 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
+
+
+def install_hint(extra: str) -> str:
+    """How to install one of pyproject's optional extras: from the checkout, as resnas is not on PyPI.
+
+    >>> install_hint("plot")
+    'pip install -e ".[plot]" in the resnas checkout'
+    """
+    return f'pip install -e ".[{extra}]" in the resnas checkout'

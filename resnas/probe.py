@@ -50,6 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import install_hint
 from .network import build
 from .spec import ArchSpec, default_shortcut
 from .units import SHORTCUTS, ResidualUnit, Shortcut
@@ -251,7 +252,6 @@ def labelled_specs(names: tuple[str, ...] | list[str], drawn: list[ArchSpec] = (
     return labelled
 
 
-PLOT_EXTRA = ".[plot]"  # pyproject's extra that installs matplotlib (resnas is not on PyPI: from the checkout)
 
 
 def pyplot():
@@ -260,8 +260,7 @@ def pyplot():
     try:
         import matplotlib  # deferred: an optional dependency, only for --plot
     except ImportError:
-        raise ImportError(f'plot: needs matplotlib (optional): pip install -e "{PLOT_EXTRA}" in the resnas '
-                          'checkout') from None
+        raise ImportError(f"plot: needs matplotlib (optional): {install_hint('plot')}") from None
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
     return plt

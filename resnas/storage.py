@@ -27,7 +27,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 from sqlalchemy.engine import make_url
 
-from .errors import first_line
+from .errors import first_line, install_hint
 
 __all__ = ["DASHBOARD", "DEFAULT_STORAGE", "StudyError", "artifact_root", "artifact_store", "dashboard_server",
            "disk_note", "existing_storage", "load_study", "local_file", "mask_url", "open_storage", "proxy_server",
@@ -125,9 +125,9 @@ def _missing_driver(url: str, e: ImportError) -> str:
     if not url.startswith("postgresql"):  # MySQL: no extra; its drivers' packages are named apart from modules
         return line
     if module == "psycopg":  # what resnas[postgres] installs, and SQLAlchemy 2.1's default for postgresql://
-        return f'{line}: pip install "resnas[postgres]"'
+        return f"{line}: {install_hint('postgres')}"
     rest = mask_url(url).split("://", 1)[-1]
-    return f'{line}: pip install "resnas[postgres]" and use postgresql+psycopg://{rest}'
+    return f"{line}: {install_hint('postgres')}, and use postgresql+psycopg://{rest}"
 
 
 # another worker created the same fresh database first: its tables, types and version rows now exist
@@ -340,7 +340,7 @@ def dashboard_server(url: str, host: str, port: int):
     try:
         from optuna_dashboard import run_server  # deferred: optional, and a web server's imports are slow
     except ImportError:
-        raise StudyError(f"dashboard: {DASHBOARD} is not installed; pip install 'resnas[dashboard]'") from None
+        raise StudyError(f"dashboard: {DASHBOARD} is not installed; {install_hint('dashboard')}") from None
     store = artifact_store(url)
     served = open_storage(url) if url.startswith((JOURNAL, GRPC)) else url  # it opens RDB URLs itself; a journal opened
     _check_port_free("dashboard", host, port)
@@ -373,8 +373,8 @@ def _require_grpc() -> None:
         import grpc  # noqa: F401
         from optuna.storages._grpc.auto_generated import api_pb2_grpc  # noqa: F401  (it checks the versions)
     except Exception as e:  # missing, too old, or an Optuna before 4.2 (no proxy)
-        raise StudyError(f'storage: the gRPC storage proxy needs grpcio ({first_line(e)}); '
-                         'pip install "resnas[grpc]"') from None
+        raise StudyError(f"storage: the gRPC storage proxy needs grpcio ({first_line(e)}); "
+                         f"{install_hint('grpc')}") from None
 
 
 def grpc_storage(url: str, timeout: float = 5) -> optuna.storages.BaseStorage:

@@ -153,13 +153,13 @@ def test_a_postgresql_url_naming_a_missing_driver_names_the_extra():
     with pytest.raises(StudyError) as e:
         open_storage("postgresql+pg8000://me:secret@127.0.0.1:9/resnas")
     message = str(e.value)
-    assert 'pip install "resnas[postgres]"' in message and "pg8000" in message and "secret" not in message
+    assert 'pip install -e ".[postgres]" in the resnas checkout' in message and "pg8000" in message and "secret" not in message
 
 
 def test_a_postgresql_url_without_psycopg_is_one_line_exit_2(tmp_path, monkeypatch, resnas_cli):
     _without(monkeypatch, "psycopg", "psycopg2")  # SQLAlchemy 2.1's default driver, 2.0's
     run = resnas_cli("best", "--storage", "postgresql://me@127.0.0.1:9/resnas", cwd=tmp_path)
-    assert 'pip install "resnas[postgres]"' in _one_error_line(run)
+    assert 'pip install -e ".[postgres]"' in _one_error_line(run)
 
 
 # ---- 6. summary labels every stage -------------------------------------------------------------------

@@ -121,7 +121,7 @@ def test_malformed_grpc_urls_are_refused(url, message):
 
 def test_missing_grpcio_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "grpc", None)  # import grpc fails
-    with pytest.raises(StudyError, match=r'needs grpcio .*pip install "resnas\[grpc\]"'):
+    with pytest.raises(StudyError, match=r'needs grpcio .*pip install -e "\.\[grpc\]" in the resnas checkout'):
         open_storage("grpc://127.0.0.1:13000")
 
 
