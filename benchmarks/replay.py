@@ -35,8 +35,11 @@ the pruner with one from the higher rung, as a product search does.
   most the table's seeds). A design's completed search trial is its repeat 0; every other run the race
   uses costs its curve's length. The answer is the race's leader (its winner, or the leader of a tie).
   Judged per race: "significantly worse" claims (designs that left the race), those on a top-set design,
-  and the baseline statement, which agrees with the ground truth when it says "beats" of a baseline
-  outside the top set, or "no design beats it" / "baseline wins" of one inside it. A race that reaches
+  and the baseline statement, which agrees with the top set when it says "beats" of a baseline outside
+  it, or "no design beats it" / "baseline wins" of one inside it, and with the pair when it says "beats"
+  exactly where the ground truth's test finds the baseline worse than the design it is compared with
+  (the winner; the runner-up when the baseline wins): a winner outside the top set may rightly not beat
+  a baseline that is outside it too. A race that reaches
   the table's seed count sees the ground truth's own data, so on tables of few seeds it is optimistic.
 - The full grid trains every design once to N epochs (repeat 0): epochs = the sum of the curves'
   lengths (designs x N), answer = the best recorded final error (first in the table's order on a tie),
@@ -175,6 +178,7 @@ class Truth:
     means: dict[str, float]
     best: str
     top: list[str]  # the top set, in the table's order
+    finals: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # every design's final errors
 
     @property
     def best_mean(self) -> float:
@@ -196,7 +200,7 @@ def ground_truth(table: Table, alpha: float = ALPHA) -> Truth:
         # None (fewer than 2 seeds of either): mean above the best's and no test possible: not in the top set
         elif significantly_worse(finals[s], finals[best], alpha) is False:
             top.append(s)
-    return Truth(means=means, best=best, top=top)
+    return Truth(means=means, best=best, top=top, finals=finals)
 
 
 # ---- strategies ----------------------------------------------------------------------------------
@@ -385,22 +389,24 @@ def entrants(table: Table, ranked: list[str], confirm: int, baseline: bool = Tru
 class Claims:
     """What one race said, judged against the ground truth: its "significantly worse" claims, those on a
     top-set design, those against a leader whose true mean is not lower, and whether the baseline
-    statement agrees (None: no statement)."""
+    statement agrees (None: no statement) with the top set and with the pair it compares."""
 
     made: int = 0
     on_top: int = 0
     wrong_way: int = 0
     baseline_agrees: bool | None = None
+    baseline_pair_agrees: bool | None = None
 
 
 def judge(verdict: Verdict, truth: Truth) -> Claims:
-    top = set(truth.top)
-    agrees = None
-    if verdict.baseline is not None:  # "beats" is right exactly when the baseline is outside the top set
-        agrees = (verdict.baseline.outcome == "beats") == (verdict.baseline.baseline not in top)
+    top, b = set(truth.top), verdict.baseline
+    agrees = pair = None
+    if b is not None:  # "beats" is right when the baseline is outside the top set, or (pair) worse than the other
+        agrees = (b.outcome == "beats") == (b.baseline not in top)
+        pair = (b.outcome == "beats") == bool(significantly_worse(truth.finals[b.baseline], truth.finals[b.other]))
     return Claims(made=len(verdict.departed), on_top=sum(d in top for d in verdict.departed),
                   wrong_way=sum(truth.means[d] <= truth.means[dep.leader] for d, dep in verdict.departed.items()),
-                  baseline_agrees=agrees)
+                  baseline_agrees=agrees, baseline_pair_agrees=pair)
 
 
 def replay_race(table: Table, replay_seed: int, ranked: list[str], trained: set[str], strategy: Strategy):
@@ -529,6 +535,10 @@ class Summary:
     @property
     def baseline_statements(self) -> list[bool]:
         return [c.baseline_agrees for c in self.claims if c.baseline_agrees is not None]
+
+    @property
+    def baseline_pairs(self) -> list[bool]:
+        return [c.baseline_pair_agrees for c in self.claims if c.baseline_pair_agrees is not None]
 
     @property
     def median_epochs(self) -> float:
@@ -665,12 +675,14 @@ def report(table: Table, truth: Truth, summaries: list[Summary], seeds: int, nam
 def race_report(summaries: list[Summary], grid: float) -> str:
     """The races' statements, judged against the ground truth: one row per strategy with a race."""
     lines = ["| strategy | races | median race epochs (of grid) | \"significantly worse\" claims on the top set "
-             "/ claims | wrong-way claims | baseline statement agrees | race ended |",
+             "/ claims | wrong-way claims | baseline statement agrees (top set; pair) | race ended |",
              "|---|---|---|---|---|---|---|"]
     for s in summaries:
         rate = "-" if s.claim_error is None else f"{s.claim_error:.3f}"
         agree = s.baseline_statements
-        baseline = f"{sum(agree) / len(agree):.2f} of {len(agree)}" if agree else "no baseline in the table"
+        pairs = s.baseline_pairs
+        baseline = (f"{sum(agree) / len(agree):.2f}; {sum(pairs) / len(pairs):.2f} (of {len(agree)})" if agree
+                    else "no baseline in the table")
         ended = ", ".join(f"{k} {v / len(s.claims):.2f}" for k, v in s.ended.most_common())
         lines.append(f"| {s.strategy.name} | {len(s.claims)} | {statistics.median(s.race_epochs):g} "
                      f"({statistics.median(s.race_epochs) / grid:.2f}) | {s.claims_on_top}/{s.claims_made} ({rate}) "
@@ -679,8 +691,10 @@ def race_report(summaries: list[Summary], grid: float) -> str:
               "choices (when the table has it) race on paired seeds (resnas.race; at most the table's seeds). "
               "Claims: designs the race called significantly worse; on the top set: claims that fall on a "
               "ground-truth top-set design; wrong-way: against a leader whose true mean is not lower. Baseline "
-              "statement agrees: \"beats\" of a baseline outside the top set, \"no design beats it\" or "
-              "\"baseline wins\" of one inside it."]
+              "statement agrees with the top set: \"beats\" of a baseline outside the top set, \"no design beats it\" "
+              "or \"baseline wins\" of one inside it; with the pair: \"beats\" exactly when the ground truth's test "
+              "finds the baseline worse than the design the statement compares it with (the winner, or the runner-up "
+              "when the baseline wins)."]
     return "\n".join(lines)
 
 

@@ -272,9 +272,10 @@ def test_the_race_after_the_search_gives_the_answer_and_its_runs_are_counted(luc
         assert o.epochs == p.epochs + o.race_epochs == p.epochs + EPOCHS * sum(n - 1 for n in o.verdict.seeds.values())
     summary = replay.replay(raced, table, 30, truth)
     assert summary.p_top == 1.0 and summary.claims_made > 0 and summary.claim_error == 0
-    assert summary.baseline_statements == [True] * 30  # the paper's unit (the lucky design) is beaten, rightly
+    # the paper's unit (the lucky design) is beaten, rightly
+    assert summary.baseline_statements == summary.baseline_pairs == [True] * 30
     text = replay.report(table, truth, [summary], 30)
-    assert f"| {raced.name} | 30 |" in text and f"| 0/{summary.claims_made} (0.000) | 0 | 1.00 of 30 |" in text
+    assert f"| {raced.name} | 30 |" in text and f"| 0/{summary.claims_made} (0.000) | 0 | 1.00; 1.00 (of 30) |" in text
 
 
 def test_the_paper_unit_joins_the_race_when_the_search_never_trained_it(lucky_table):
