@@ -18,7 +18,8 @@ the pruner with one from the higher rung, as a product search does.
   design replays the table's run perm[r] of it. The search's trials are repeat 0, the race's runs
   repeats 1, 2, ...; every strategy sees the same draws for the same replay seed (common random numbers).
 - Cost: every reported epoch is one candidate-epoch. A design drawn again after a trial of it
-  completed costs 0 (resnas records it as a duplicate of that trial with its value); a design drawn
+  completed costs 0 and takes no trial of the budget (resnas records it as a duplicate of that trial
+  with its value; the search ends at its trials or once every design is trained); a design drawn
   again after it was pruned is trained again (and replays the same curve). A probe-filtered trial is
   pruned before training: 0 epochs.
 - A curve shorter than N epochs (a diverged run) completes at chance error 1 - 1/num_classes, as
@@ -104,6 +105,7 @@ from resnas.spec import ArchSpec
 from resnas.study import make_pruner, make_sampler
 
 ALPHA = 0.05
+REDRAWS = 50  # a study stops after this many times its budget of trials, redraws included (a sampler stuck on them)
 TEST = (f"{TIE_TEST} (resnas.ranking.significantly_worse); fewer than 2 seeds: in the top set only if its "
         "mean equals the best")
 SAMPLER_KINDS = ("tpe", "random")
@@ -466,14 +468,16 @@ def replay_study(strategy: Strategy, table: Table, replay_seed: int, in_chans: i
     completed: dict[str, float] = {}  # design -> value of its first completed trial
     designs: dict[int, str] = {}  # trial number -> its design
     pruned_by_probe: set[str] = set()
+    counted: list[str] = []  # the designs of the trials that count toward the budget (resnas.budget.counted)
 
     def objective(trial: optuna.Trial) -> float:
         spec = str(space.suggest(trial, in_chans=in_chans, num_classes=table.num_classes))
         if spec not in table.seeds:
             raise KeyError(f"the space suggested {spec}, which the table does not have")
         designs[trial.number] = spec
-        if spec in completed:  # resnas records a duplicate of the completed trial: no training
+        if spec in completed:  # resnas records a duplicate of the completed trial: no training, no trial counted
             return completed[spec]
+        counted.append(spec)
         k = draw_k(table, replay_seed, spec)
         if probe_fails(strategy, table.gains.get((spec, k)), ref_gain):
             pruned_by_probe.add(spec)
@@ -492,8 +496,14 @@ def replay_study(strategy: Strategy, table: Table, replay_seed: int, in_chans: i
     search = build_search(strategy, table)
     study = optuna.create_study(study_name=f"{space.name}-{replay_seed}", direction="minimize",
                                 sampler=build_sampler(strategy, table, replay_seed), pruner=make_pruner(search))
-    callbacks = [FidelityCheck(search)] if strategy.fidelity else []
-    study.optimize(objective, n_trials=trial_budget(strategy, table), callbacks=callbacks)
+    budget = trial_budget(strategy, table)
+
+    def target(study: optuna.Study, _trial) -> None:  # resnas.budget.Target: the trials, or every design trained
+        if len(counted) >= budget or len(set(counted)) >= len(table.specs):
+            study.stop()
+
+    callbacks = ([FidelityCheck(search)] if strategy.fidelity else []) + [target]
+    study.optimize(objective, n_trials=REDRAWS * budget, callbacks=callbacks)
     fidelity = study.user_attrs.get("fidelity")
     extra = dict(fidelity=None if fidelity is None else fidelity["spearman"],
                  raised=bool(fidelity and fidelity["min_epochs"] > fidelity["low"]),

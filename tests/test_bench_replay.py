@@ -114,6 +114,12 @@ def test_random_without_pruning_covering_the_space_finds_the_top_set(table):
     assert all(e % EPOCHS == 0 for e in summary.epochs)  # no pruning: whole curves only
 
 
+def test_a_redraw_takes_no_trial_and_the_search_ends_once_every_design_is_trained(table):
+    # as resnas.budget counts: 3 trials train 3 distinct designs; 24 trials stop at the space's 6
+    assert replay.replay(replay.parse_strategy("random+none,trials=3"), table, 20).epochs == [3 * EPOCHS] * 20
+    assert replay.replay(replay.parse_strategy("random+none,trials=24"), table, 20).epochs == [6 * EPOCHS] * 20
+
+
 @pytest.mark.parametrize("name", ["tpe+hyperband", "tpe+sh"])
 def test_pruned_strategy_spends_less_than_the_grid(table, name):
     summary = replay.replay(replay.parse_strategy(name), table, 20)
