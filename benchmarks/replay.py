@@ -55,7 +55,9 @@ design) with fewer than 2 seeds is in the top set only if its mean equals the be
 samples have zero variance the test is undefined and a design is in the top set only if its mean
 equals the best mean. Reported per strategy over the replay seeds: median epochs spent (and as a
 fraction of the grid's), P(answer in the top set) and median regret (true mean final error of the
-answer minus the best true mean).
+answer minus the best true mean); for a strategy with the race, a second table: the race's median
+epochs, its "significantly worse" claims and those on the top set, wrong-way claims, how often the
+baseline statement agrees (top set; pair), and how the races ended.
 
     python benchmarks/replay.py TABLE.csv --seeds 50
     python benchmarks/replay.py TABLE.csv --seeds 50 --strategies random+none tpe+hyperband "tpe+sh,startup=5,min=2"
