@@ -6,23 +6,25 @@ seeds, every replay seed r draws one permutation of the table's seed indices, sh
 is the same search seed for every design), then:
 
 - the entrants are the ``--confirm`` designs with the lowest error at repeat 0 (the grid at one seed, as
-  a search's best designs would enter) and the paper's unit (act=preact, shortcut=identity) closest to
-  the first of them when the table has one (the baseline);
+  a search's best designs would enter) and the paper's unit with the first one's other choices when the
+  table has it (the baseline);
 - the race runs on their repeats (``resnas.race.race``; max seeds = the table's seeds, at most 10).
 
-Ground truth is benchmarks/replay.py's (``ground_truth``: true means over all the table's seeds, the top
-set by its Welch test). Reported per table: P(winner in the top set), the error rate of "significantly
-worse" claims (claims on top-set designs over all claims) and the share of races with such a claim,
-seeds used (design-seeds per race, against racing every entrant to the maximum), how races ended, and
-wrong-way claims (a design called worse than a leader whose true mean is not lower), how often the
-baseline statement agrees with the ground truth ("beats" when the baseline is outside the
-top set, otherwise "no design beats it" or "baseline wins"). With the table's seeds drawn without
-replacement, a race that reaches the table's seed count sees the ground truth's own data: on tables of
-few seeds the figures are optimistic. ``--parametric`` instead draws each design's repeats from a normal with
-its table mean and its own seed-to-seed sd (unequal sds, no shared repeat effect), up to 10 seeds, on any
-table with 2 seeds or more: the race's claims where its pooled variance is only an approximation. There
-the table's means are the truth, so a claim on a top-set design that is truly (if slightly) worse is right:
-read the wrong-way claims; the top set, made by a Welch test on the table's few seeds, is wide.
+This is ``benchmarks/replay.py``'s ``grid+race`` strategy on every table at once (its seed order, entrants,
+race rules and judging are replay.py's), plus ``--parametric``. Ground truth is replay.py's
+(``ground_truth``: true means over all the table's seeds, the top set by its Welch test). Reported per
+table: P(winner in the top set), the error rate of "significantly worse" claims (claims on top-set designs
+over all claims) and the share of races with such a claim, seeds used (design-seeds per race, against racing
+every entrant to the maximum), how races ended, and wrong-way claims (a design called worse than a leader
+whose true mean is not lower), how often the baseline statement agrees with the ground truth ("beats" when
+the baseline is outside the top set, otherwise "no design beats it" or "baseline wins"). With the table's
+seeds drawn without replacement, a race that reaches the table's seed count sees the ground truth's own
+data: on tables of few seeds the figures are optimistic. ``--parametric`` instead draws each design's
+repeats from a normal with its table mean and its own seed-to-seed sd (unequal sds, no shared repeat
+effect), up to 10 seeds, on any table with 2 seeds or more: the race's claims where its pooled variance is
+only an approximation. There the table's means are the truth, so a claim on a top-set design that is truly
+(if slightly) worse is right: read the wrong-way claims; the top set, made by a Welch test on the table's
+few seeds, is wide.
 
     python benchmarks/race_replay.py                       # every table with >= 6 seeds
     python benchmarks/race_replay.py --min-seeds 3 --seeds 300 benchmarks/tables/table2_digits.csv
@@ -41,75 +43,62 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from replay import Table, Truth, ground_truth, load_table
+from replay import (
+    Claims,
+    Table,
+    Truth,
+    entrants,
+    ground_truth,
+    judge,
+    load_table,
+    race_rules,
+    repeat_errors,
+    seed_order,
+)
 
 from resnas.race import RaceRules, race, race_test
 
 TABLES = Path(__file__).resolve().parent / "tables"
 
 
-def paper_unit(table: Table, near: str) -> str | None:
-    """The table's design with full pre-activation and an identity shortcut sharing most choices with ``near``."""
-    candidates = [s for s in table.specs if "act=preact," in s and "shortcut=identity," in s]
-    fields = set(near.split(","))
-    return max(candidates, key=lambda s: len(fields & set(s.split(","))), default=None)
-
-
 @dataclass
 class Tally:
-    races: int = 0
-    winner_top: int = 0
-    claims: int = 0
-    top_claims: int = 0
-    wrong_way: int = 0  # claims on a design whose true mean is not above its leader's
-    races_with_top_claim: int = 0
+    winner_top: list[bool] = field(default_factory=list)
+    claims: list[Claims] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     full: int = 0  # design-seeds of racing every entrant to the maximum
     statuses: collections.Counter = field(default_factory=collections.Counter)
-    baseline_races: int = 0
-    baseline_agrees: int = 0
 
 
-def repeats(table: Table, rng: np.random.Generator, max_seeds: int, parametric: bool) -> dict[str, list[float]]:
-    """Every design's errors by repeat: the table's seeds in one shared random order, or (parametric) normal
+def repeats(table: Table, seed: int, max_seeds: int, parametric: bool) -> dict[str, list[float]]:
+    """Every design's errors by repeat: the table's seeds in replay.py's shared order, or (parametric) normal
     draws around each design's mean with its own seed-to-seed sd."""
     if parametric:
+        rng = np.random.default_rng([seed, zlib.crc32(table.space.name.encode())])
         return {s: (np.mean(v) + np.std(v, ddof=1) * rng.standard_normal(max_seeds)).tolist()
                 for s, v in ((s, table.finals(s)) for s in table.specs)}
-    order = rng.permutation(min(len(v) for v in table.seeds.values()))[:max_seeds]
-    return {s: [table.final(s, table.seeds[s][i]) for i in order] for s in table.specs}
+    order = seed_order(table, seed)
+    return {s: repeat_errors(table, order, s, max_seeds) for s in table.specs}
 
 
 def replay_race(table: Table, truth: Truth, seed: int, confirm: int, rules: RaceRules, tally: Tally,
                 parametric: bool = False) -> None:
-    rng = np.random.default_rng([seed, zlib.crc32(table.space.name.encode())])
-    errors = repeats(table, rng, rules.max_seeds, parametric)
-    entrants = sorted(table.specs, key=lambda s: errors[s][0])[:confirm]
-    baseline = paper_unit(table, entrants[0])
-    if baseline is not None and baseline not in entrants:
-        entrants.append(baseline)
-    verdict = race({s: errors[s] for s in entrants}, rules, baseline=baseline, what_it_would_take=False)
-    top_claims = sum(d in truth.top for d in verdict.departed)
-    tally.races += 1
-    tally.winner_top += verdict.leader in truth.top
-    tally.claims += len(verdict.departed)
-    tally.top_claims += top_claims
-    tally.wrong_way += sum(truth.means[d] <= truth.means[dep.leader] for d, dep in verdict.departed.items())
-    tally.races_with_top_claim += top_claims > 0
+    errors = repeats(table, seed, rules.max_seeds, parametric)
+    field_, baseline = entrants(table, sorted(table.specs, key=lambda s: errors[s][0]), confirm)
+    verdict = race({s: errors[s] for s in field_}, rules, baseline=baseline, what_it_would_take=False)
+    tally.winner_top.append(verdict.leader in truth.top)
+    tally.claims.append(judge(verdict, truth))
     tally.seeds.append(sum(verdict.seeds.values()))
-    tally.full += len(entrants) * rules.max_seeds
+    tally.full += len(field_) * rules.max_seeds
     tally.statuses[verdict.status] += 1
-    if verdict.baseline is not None:
-        tally.baseline_races += 1
-        beaten = verdict.baseline.outcome == "beats"
-        tally.baseline_agrees += beaten == (baseline not in truth.top)
 
 
 def report(name: str, table: Table, truth: Truth, tally: Tally, confirm: int, rules: RaceRules, seconds: float) -> str:
-    n = tally.races
-    rate = f"{tally.top_claims / tally.claims:.3f}" if tally.claims else "-"
-    baseline = (f"{tally.baseline_agrees / tally.baseline_races:.2f} of {tally.baseline_races}"
-                if tally.baseline_races else "no paper's unit in the table")
+    n, claims = len(tally.winner_top), tally.claims
+    made, on_top = sum(c.made for c in claims), sum(c.on_top for c in claims)
+    rate = f"{on_top / made:.3f}" if made else "-"
+    agree = [c.baseline_agrees for c in claims if c.baseline_agrees is not None]
+    baseline = f"{sum(agree) / len(agree):.2f} of {len(agree)}" if agree else "no paper's unit in the table"
     ended = ", ".join(f"{status} {count / n:.2f}" for status, count in tally.statuses.most_common())
     return "\n".join([
         f"## Race replay of {name}: {len(table.specs)} designs, {rules.max_seeds} seeds at most, {n} replays",
@@ -121,9 +110,10 @@ def report(name: str, table: Table, truth: Truth, tally: Tally, confirm: int, ru
         "| median design-seeds (all races: of racing every entrant to the max) | ended "
         "| baseline statement agrees | seconds |",
         "|---|---|---|---|---|---|---|---|",
-        f"| {tally.winner_top / n:.3f} | {tally.top_claims}/{tally.claims} ({rate}) "
-        f"| {tally.races_with_top_claim / n:.3f} | {tally.wrong_way} | {statistics.median(tally.seeds):g} "
-        f"({sum(tally.seeds) / tally.full:.2f}) | {ended} | {baseline} | {seconds:.1f} |",
+        f"| {sum(tally.winner_top) / n:.3f} | {on_top}/{made} ({rate}) "
+        f"| {sum(c.on_top > 0 for c in claims) / n:.3f} | {sum(c.wrong_way for c in claims)} "
+        f"| {statistics.median(tally.seeds):g} ({sum(tally.seeds) / tally.full:.2f}) | {ended} | {baseline} "
+        f"| {seconds:.1f} |",
         ""])
 
 
@@ -147,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if seeds < args.min_seeds and not (args.parametric and seeds >= 2):
             print(f"{path.stem}: {seeds} seeds per design, fewer than {args.min_seeds}: skipped\n")
             continue
-        rules = RaceRules(max_seeds=10 if args.parametric else min(10, seeds))
+        rules = RaceRules(max_seeds=10) if args.parametric else race_rules(table, 10)
         truth, tally, start = ground_truth(table), Tally(), time.perf_counter()
         for seed in range(args.seeds):
             replay_race(table, truth, seed, args.confirm, rules, tally, args.parametric)

@@ -12,12 +12,14 @@ check (``resnas.fidelity.FidelityCheck``) runs as the study's callback unless ``
 designs reached the two lowest rungs it measures their Spearman correlation and, below 0.5, replaces
 the pruner with one from the higher rung, as a product search does.
 
-- k, the ground-truth seed a design's curve is taken from, is drawn once per (replay seed, design)
-  by ``numpy.random.default_rng([replay_seed, crc32(spec)])`` from that design's seeds in the table:
-  within one replay a design always replays the same run (resnas seeds training by the design), and
-  every strategy sees the same draws for the same replay seed (common random numbers).
+- Seeds are paired, as resnas trains them (``resnas.recipe.design_seed``: repeat r of every design has
+  the same training seed): each replay seed draws one permutation of the table's seed indices,
+  ``numpy.random.default_rng([replay_seed, crc32(space name)])``, shared by all designs; repeat r of a
+  design replays the table's run perm[r] of it. The search's trials are repeat 0, the race's runs
+  repeats 1, 2, ...; every strategy sees the same draws for the same replay seed (common random numbers).
 - Cost: every reported epoch is one candidate-epoch. A design drawn again after a trial of it
-  completed costs 0 (resnas records it as a duplicate of that trial with its value); a design drawn
+  completed costs 0 and takes no trial of the budget (resnas records it as a duplicate of that trial
+  with its value; the search ends at its trials or once every design is trained); a design drawn
   again after it was pruned is trained again (and replays the same curve). A probe-filtered trial is
   pruned before training: 0 epochs.
 - A curve shorter than N epochs (a diverged run) completes at chance error 1 - 1/num_classes, as
@@ -27,13 +29,22 @@ the pruner with one from the higher rung, as a product search does.
   its default study name, the space's name, always gets one of them).
 - The answer of a study is its best completed trial (lowest value, then lowest trial number). A
   study with no completed trial has no answer: it counts as a miss with the worst design's regret.
-- Confirmation (``confirm=K``, ``repeats=R``), as the product confirms after its search budget: the top
-  K distinct completed designs by value are each trained again at the full budget with R more seeds;
-  the replay takes the table's seeds of that design after the drawn k, cyclically (fewer when the
-  table has fewer than 1 + R), costs their curves' lengths (K x R x N epochs) and answers
-  ``resnas.ranking.rank_designs(...)[0]`` (confirmed designs by mean first).
-- The full grid trains every design once to N epochs with the replay seed's draws: epochs = the
-  sum of the curves' lengths (designs x N), answer = the best recorded final error.
+- The race (``confirm=K``), as the product races after its search budget (``resnas.racing``): the
+  best K distinct completed designs by value (then trial number) and the baseline, the paper's unit
+  with the leader's other choices (``resnas.probe.reference``) when the table has it (``baseline=0``:
+  none), race with ``resnas.race.race`` on their repeats, up to ``seeds`` per design (default 10, at
+  most the table's seeds). A design's completed search trial is its repeat 0; every other run the race
+  uses costs its curve's length. The answer is the race's leader (its winner, or the leader of a tie).
+  Judged per race: "significantly worse" claims (designs that left the race), those on a top-set design,
+  and the baseline statement, which agrees with the top set when it says "beats" of a baseline outside
+  it, or "no design beats it" / "baseline wins" of one inside it, and with the pair when it says "beats"
+  exactly where the ground truth's test finds the baseline worse than the design it is compared with
+  (the winner; the runner-up when the baseline wins): a winner outside the top set may rightly not beat
+  a baseline that is outside it too. A race that reaches
+  the table's seed count sees the ground truth's own data, so on tables of few seeds it is optimistic.
+- The full grid trains every design once to N epochs (repeat 0): epochs = the sum of the curves'
+  lengths (designs x N), answer = the best recorded final error (first in the table's order on a tie),
+  then the race when ``confirm`` is set.
 
 Ground truth: a design's true mean final error is the mean of its final-epoch errors over its seeds
 in the table. The top set is every design whose final errors are NOT significantly worse than the
@@ -44,19 +55,22 @@ design) with fewer than 2 seeds is in the top set only if its mean equals the be
 samples have zero variance the test is undefined and a design is in the top set only if its mean
 equals the best mean. Reported per strategy over the replay seeds: median epochs spent (and as a
 fraction of the grid's), P(answer in the top set) and median regret (true mean final error of the
-answer minus the best true mean).
+answer minus the best true mean); for a strategy with the race, a second table: the race's median
+epochs, its "significantly worse" claims and those on the top set, wrong-way claims, how often the
+baseline statement agrees (top set; pair), and how the races ended.
 
     python benchmarks/replay.py TABLE.csv --seeds 50
     python benchmarks/replay.py TABLE.csv --seeds 50 --strategies random+none tpe+hyperband "tpe+sh,startup=5,min=2"
     python benchmarks/replay.py TABLE.csv --strategies "tpe+hyperband,probe=2" --reference-gain 1.4
-    python benchmarks/replay.py TABLE.csv --strategies "tpe+sh,probe_dev=0.5,confirm=3,repeats=2" --jobs 2
+    python benchmarks/replay.py TABLE.csv --seeds 300 --jobs 2   # the three strategies with the race
 
 A strategy is a preset name (``--list``) or ``SAMPLER+PRUNER[,key=value...]`` with sampler
 ``tpe|random``, pruner ``hyperband|sh|median|none`` (or the preset ``grid``) and keys ``min`` (min
 epochs), ``startup`` (TPE n_startup_trials; default resnas's own choice), ``probe`` (prune before
 training when |probe gain| > probe x the reference gain), ``probe_dev`` (prune before training when
 |probe gain - reference gain| > probe_dev decades, both sides), ``fidelity`` (0|1, default 1),
-``confirm`` (K, default 0) and ``repeats`` (R, default 2), and ``trials`` (default: the space's
+``confirm`` (K, default 0: no race), ``seeds`` (the race's max seeds, default 10), ``baseline`` (0|1,
+default 1) and ``trials`` (default: the space's
 ``trials``, else the number of designs). The reference gain is that of the identity, full
 pre-activation net of the space's deepest design, read from the table, or ``--reference-gain``
 (``benchmarks/proxies.py --compute-reference`` probes it). Reported besides: how often the fidelity
@@ -67,6 +81,7 @@ same strategy without it (replayed as well) and the replay seeds in which it pru
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import dataclasses
 import math
@@ -85,12 +100,14 @@ from optuna.trial import TrialState
 from resnas.config import Search
 from resnas.fidelity import FidelityCheck
 from resnas.probe import reference
-from resnas.ranking import TIE_TEST, Design, rank_designs, significantly_worse
+from resnas.race import RaceRules, Verdict, race
+from resnas.ranking import TIE_TEST, significantly_worse
 from resnas.space import Space, load_space
 from resnas.spec import ArchSpec
 from resnas.study import make_pruner, make_sampler
 
 ALPHA = 0.05
+REDRAWS = 50  # a study stops after this many times its budget of trials, redraws included (a sampler stuck on them)
 TEST = (f"{TIE_TEST} (resnas.ranking.significantly_worse); fewer than 2 seeds: in the top set only if its "
         "mean equals the best")
 SAMPLER_KINDS = ("tpe", "random")
@@ -165,6 +182,7 @@ class Truth:
     means: dict[str, float]
     best: str
     top: list[str]  # the top set, in the table's order
+    finals: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # every design's final errors
 
     @property
     def best_mean(self) -> float:
@@ -186,14 +204,14 @@ def ground_truth(table: Table, alpha: float = ALPHA) -> Truth:
         # None (fewer than 2 seeds of either): mean above the best's and no test possible: not in the top set
         elif significantly_worse(finals[s], finals[best], alpha) is False:
             top.append(s)
-    return Truth(means=means, best=best, top=top)
+    return Truth(means=means, best=best, top=top, finals=finals)
 
 
 # ---- strategies ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Strategy:
     """One resnas search strategy: sampler x pruner x min epochs x TPE start-up x probe filter x fidelity
-    check x confirmation x trials."""
+    check x race x trials."""
 
     name: str
     sampler: str = "tpe"  # tpe | random | grid (the full grid: every design once at N epochs)
@@ -203,8 +221,9 @@ class Strategy:
     probe: float | None = None  # prune before training when |gain| > probe x reference gain
     probe_dev: float | None = None  # prune before training when |gain - reference gain| > probe_dev decades
     fidelity: bool = True  # resnas's fidelity check (resnas.fidelity.FidelityCheck) as a study callback
-    confirm: int = 0  # K: the top K designs by value are trained again with ``repeats`` more seeds
-    repeats: int = 2  # R: the extra seeds of each confirmed design
+    confirm: int = 0  # K: the best K designs (and the baseline) race after the search; 0: no race
+    max_seeds: int = 10  # the race's maximum seeds per design (at most the table's)
+    baseline: bool = True  # the paper's unit joins the race when the table has it
     trials: int | None = None  # None: the space's trials, else the number of designs
 
     @property
@@ -218,7 +237,8 @@ class Strategy:
     def describe(self) -> str:
         return (f"sampler {self.sampler}, pruner {self.pruner}, min epochs {self.min_epochs}, "
                 f"start-up {self.n_startup_trials or 'resnas'}, probe {self.probe}, probe_dev {self.probe_dev}, "
-                f"fidelity {int(self.fidelity)}, confirm {self.confirm} x {self.repeats} seeds, "
+                f"fidelity {int(self.fidelity)}, race of {self.confirm} (+ baseline {int(self.baseline)}) to "
+                f"{self.max_seeds} seeds, "
                 f"trials {self.trials}")
 
 
@@ -226,10 +246,12 @@ PRESETS = {
     "random+none": Strategy("random+none", sampler="random", pruner="none"),
     "tpe+hyperband": Strategy("tpe+hyperband", sampler="tpe", pruner="hyperband"),
     "tpe+sh": Strategy("tpe+sh", sampler="tpe", pruner="sh"),
-    "tpe+sh+confirm": Strategy("tpe+sh+confirm", sampler="tpe", pruner="sh", confirm=3, repeats=2),
     "grid": Strategy("grid", sampler="grid", pruner="grid"),
+    "tpe+sh+race": Strategy("tpe+sh+race", sampler="tpe", pruner="sh", confirm=3),  # the product's default
+    "random+none+race": Strategy("random+none+race", sampler="random", pruner="none", confirm=3),
+    "grid+race": Strategy("grid+race", sampler="grid", pruner="grid", confirm=3),
 }
-DEFAULT_STRATEGIES = ("random+none", "tpe+hyperband", "tpe+sh", "grid")
+DEFAULT_STRATEGIES = ("tpe+sh+race", "random+none+race", "grid+race")
 
 
 def _flag(value: str) -> bool:
@@ -247,7 +269,7 @@ def _count(value: str) -> int:
 
 KEYS = {"min": ("min_epochs", int), "startup": ("n_startup_trials", int), "probe": ("probe", float),
         "probe_dev": ("probe_dev", float), "fidelity": ("fidelity", _flag), "confirm": ("confirm", _count),
-        "repeats": ("repeats", _count), "trials": ("trials", int)}
+        "seeds": ("max_seeds", int), "baseline": ("baseline", _flag), "trials": ("trials", int)}
 
 
 def parse_strategy(text: str) -> Strategy:
@@ -330,6 +352,81 @@ def probe_fails(strategy: Strategy, gain: float | None, ref_gain: float | None) 
     return strategy.probe_dev is not None and not abs(gain - ref_gain) <= strategy.probe_dev
 
 
+# ---- the race ------------------------------------------------------------------------------------
+def seed_order(table: Table, replay_seed: int) -> list[int]:
+    """The replay seed's permutation of the table's seed positions: repeat r of every design is run perm[r]."""
+    rng = np.random.default_rng([replay_seed, zlib.crc32(table.space.name.encode())])
+    return rng.permutation(min(len(v) for v in table.seeds.values())).tolist()
+
+
+def draw_k(table: Table, replay_seed: int, spec: str, repeat: int = 0) -> int:
+    """The ground-truth seed index whose curve repeat ``repeat`` of design ``spec`` replays under ``replay_seed``."""
+    return table.seeds[spec][seed_order(table, replay_seed)[repeat]]
+
+
+def repeat_errors(table: Table, order: list[int], spec: str, n: int) -> list[float]:
+    """A design's final errors by repeat 0..n-1 under one seed order (``seed_order``)."""
+    return [table.final(spec, table.seeds[spec][i]) for i in order[:n]]
+
+
+def paper_unit(table: Table, leader: str) -> str | None:
+    """The paper's unit with the leader's other choices (resnas.probe.reference, as resnas.racing picks the
+    baseline), when the table has it."""
+    spec = str(reference(ArchSpec.parse(leader)))
+    return spec if spec in table.seeds else None
+
+
+def race_rules(table: Table, max_seeds: int) -> RaceRules:
+    """The product's race rules (``resnas.config.Search.race_rules``) with at most the table's seeds."""
+    n = min(max_seeds, min(len(v) for v in table.seeds.values()))
+    return RaceRules(first_look=min(3, n), max_seeds=n)
+
+
+def entrants(table: Table, ranked: list[str], confirm: int, baseline: bool = True) -> tuple[list[str], str | None]:
+    """The race's designs: the best ``confirm`` distinct of ``ranked`` (best first), then the paper's unit."""
+    field = list(dict.fromkeys(ranked))[:confirm]
+    paper = paper_unit(table, field[0]) if field and baseline else None
+    return field + ([paper] if paper is not None and paper not in field else []), paper
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What one race said, judged against the ground truth: its "significantly worse" claims, those on a
+    top-set design, those against a leader whose true mean is not lower, and whether the baseline
+    statement agrees (None: no statement) with the top set and with the pair it compares."""
+
+    made: int = 0
+    on_top: int = 0
+    wrong_way: int = 0
+    baseline_agrees: bool | None = None
+    baseline_pair_agrees: bool | None = None
+
+
+def judge(verdict: Verdict, truth: Truth) -> Claims:
+    top, b = set(truth.top), verdict.baseline
+    agrees = pair = None
+    if b is not None:  # "beats" is right when the baseline is outside the top set, or (pair) worse than the other
+        agrees = (b.outcome == "beats") == (b.baseline not in top)
+        pair = (b.outcome == "beats") == bool(significantly_worse(truth.finals[b.baseline], truth.finals[b.other]))
+    return Claims(made=len(verdict.departed), on_top=sum(d in top for d in verdict.departed),
+                  wrong_way=sum(truth.means[d] <= truth.means[dep.leader] for d, dep in verdict.departed.items()),
+                  baseline_agrees=agrees, baseline_pair_agrees=pair)
+
+
+def replay_race(table: Table, replay_seed: int, ranked: list[str], trained: set[str], strategy: Strategy):
+    """The race after a search whose completed designs rank ``ranked`` (best first), ``trained``
+    holding those whose repeat 0 the search completed: (verdict, epochs the race trained)."""
+    field, paper = entrants(table, ranked, strategy.confirm, strategy.baseline)
+    if len(field) < 2:  # nothing to race
+        return None, 0
+    rules, order = race_rules(table, strategy.max_seeds), seed_order(table, replay_seed)
+    verdict = race({d: repeat_errors(table, order, d, rules.max_seeds) for d in field}, rules, baseline=paper,
+                   what_it_would_take=False)
+    epochs = sum(len(table.curves[(d, table.seeds[d][order[r]])])
+                 for d in field for r in range(verdict.seeds[d]) if r or d not in trained)
+    return verdict, epochs
+
+
 # ---- one replay ----------------------------------------------------------------------------------
 @dataclass
 class Outcome:
@@ -338,41 +435,34 @@ class Outcome:
     fidelity: float | None = None  # the Spearman the fidelity check measured (None: no check made)
     raised: bool = False  # the fidelity check raised the min epochs
     probe_pruned: frozenset = frozenset()  # designs the probe filter pruned
-    confirmed: tuple = ()  # (spec, errors) of the confirmed designs, answer first
+    verdict: Verdict | None = None  # the race's (None: no race)
+    race_epochs: int = 0
 
 
-def draw_k(table: Table, replay_seed: int, spec: str) -> int:
-    """The ground-truth seed index whose curve design ``spec`` replays under ``replay_seed``."""
-    rng = np.random.default_rng([replay_seed, zlib.crc32(spec.encode())])
-    seeds = table.seeds[spec]
-    return seeds[int(rng.integers(len(seeds)))]
+def finish(strategy: Strategy, table: Table, replay_seed: int, ranked: list[str], trained: set[str],
+           epochs: int, **extra) -> Outcome:
+    """The outcome of a search whose completed designs rank ``ranked``: its best, or the race's leader."""
+    if not ranked:
+        return Outcome(answer=None, epochs=epochs, **extra)
+    verdict, race_epochs = (replay_race(table, replay_seed, ranked, trained, strategy) if strategy.confirm
+                            else (None, 0))
+    answer = ranked[0] if verdict is None else verdict.leader
+    return Outcome(answer=answer, epochs=epochs + race_epochs, verdict=verdict, race_epochs=race_epochs, **extra)
 
 
-def confirm_seeds(table: Table, spec: str, k: int, repeats: int) -> list[int]:
-    """The ``repeats`` seeds that confirm (spec, k): the table's seeds of spec after k, cyclically (fewer
-    when the table has fewer than 1 + repeats seeds of it)."""
-    seeds = table.seeds[spec]
-    i = seeds.index(k)
-    return [seeds[(i + j) % len(seeds)] for j in range(1, min(repeats, len(seeds) - 1) + 1)]
-
-
-def replay_grid(table: Table, replay_seed: int) -> Outcome:
-    """Every design once at the full budget; the answer is the best recorded final error."""
-    epochs, best = 0, None
-    for spec in table.specs:
-        k = draw_k(table, replay_seed, spec)
-        epochs += len(table.curves[(spec, k)])
-        error = table.final(spec, k)
-        if best is None or error < best[0]:
-            best = (error, spec)
-    return Outcome(answer=best[1], epochs=epochs)
+def replay_grid(strategy: Strategy, table: Table, replay_seed: int) -> Outcome:
+    """Every design once at the full budget (repeat 0), ranked by its final error; then the race."""
+    epochs = sum(len(table.curves[(s, draw_k(table, replay_seed, s))]) for s in table.specs)
+    errors = {s: table.final(s, draw_k(table, replay_seed, s)) for s in table.specs}
+    ranked = sorted(table.specs, key=errors.get)  # stable: a tie goes to the first in the table
+    return finish(strategy, table, replay_seed, ranked, set(table.specs), epochs)
 
 
 def replay_study(strategy: Strategy, table: Table, replay_seed: int, in_chans: int = 1,
                  ref_gain: float | None = None) -> Outcome:
-    """One in-memory study of ``strategy`` against the table, ``trial_budget`` trials."""
+    """One in-memory study of ``strategy`` against the table, ``trial_budget`` trials, then its race."""
     if strategy.grid:
-        return replay_grid(table, replay_seed)
+        return replay_grid(strategy, table, replay_seed)
     if strategy.probes and ref_gain is None:
         raise ValueError(f"strategy {strategy.name}: the probe filter needs a reference gain")
     space, n = table.space, table.max_epochs
@@ -380,14 +470,16 @@ def replay_study(strategy: Strategy, table: Table, replay_seed: int, in_chans: i
     completed: dict[str, float] = {}  # design -> value of its first completed trial
     designs: dict[int, str] = {}  # trial number -> its design
     pruned_by_probe: set[str] = set()
+    counted: list[str] = []  # the designs of the trials that count toward the budget (resnas.budget.counted)
 
     def objective(trial: optuna.Trial) -> float:
         spec = str(space.suggest(trial, in_chans=in_chans, num_classes=table.num_classes))
         if spec not in table.seeds:
             raise KeyError(f"the space suggested {spec}, which the table does not have")
         designs[trial.number] = spec
-        if spec in completed:  # resnas records a duplicate of the completed trial: no training
+        if spec in completed:  # resnas records a duplicate of the completed trial: no training, no trial counted
             return completed[spec]
+        counted.append(spec)
         k = draw_k(table, replay_seed, spec)
         if probe_fails(strategy, table.gains.get((spec, k)), ref_gain):
             pruned_by_probe.add(spec)
@@ -406,36 +498,20 @@ def replay_study(strategy: Strategy, table: Table, replay_seed: int, in_chans: i
     search = build_search(strategy, table)
     study = optuna.create_study(study_name=f"{space.name}-{replay_seed}", direction="minimize",
                                 sampler=build_sampler(strategy, table, replay_seed), pruner=make_pruner(search))
-    callbacks = [FidelityCheck(search)] if strategy.fidelity else []
-    study.optimize(objective, n_trials=trial_budget(strategy, table), callbacks=callbacks)
+    budget = trial_budget(strategy, table)
+
+    def target(study: optuna.Study, _trial) -> None:  # resnas.budget.Target: the trials, or every design trained
+        if len(counted) >= budget or len(set(counted)) >= len(table.specs):
+            study.stop()
+
+    callbacks = ([FidelityCheck(search)] if strategy.fidelity else []) + [target]
+    study.optimize(objective, n_trials=REDRAWS * budget, callbacks=callbacks)
     fidelity = study.user_attrs.get("fidelity")
     extra = dict(fidelity=None if fidelity is None else fidelity["spearman"],
                  raised=bool(fidelity and fidelity["min_epochs"] > fidelity["low"]),
                  probe_pruned=frozenset(pruned_by_probe))
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if not done:
-        return Outcome(answer=None, epochs=spent[0], **extra)
-    ranked = sorted(done, key=lambda t: (t.value, t.number))
-    if strategy.confirm == 0:
-        return Outcome(answer=designs[ranked[0].number], epochs=spent[0], **extra)
-    # confirmation: the top K distinct designs by value, each trained again with R more seeds at N epochs
-    candidates: list[Design] = []
-    for t in ranked:
-        spec = designs[t.number]
-        if len(candidates) == strategy.confirm:
-            break
-        if any(d.spec == spec for d in candidates):
-            continue
-        k = draw_k(table, replay_seed, spec)
-        errors = [t.value]
-        for e in confirm_seeds(table, spec, k, strategy.repeats):
-            errors.append(table.final(spec, e))
-            spent[0] += len(table.curves[(spec, e)])
-        candidates.append(Design(spec, errors, trials=[t.number]))
-    ranked_designs = rank_designs(candidates)
-    return Outcome(answer=ranked_designs[0].spec, epochs=spent[0],
-                   confirmed=tuple((d.spec, tuple(d.errors)) for d in ranked_designs), **extra)
-
+    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: (t.value, t.number))
+    return finish(strategy, table, replay_seed, [designs[t.number] for t in done], set(completed), spent[0], **extra)
 
 # ---- a strategy over many seeds ------------------------------------------------------------------
 @dataclass
@@ -451,6 +527,30 @@ class Summary:
     raised: list[bool] = dataclasses.field(default_factory=list)
     top_probe_pruned: list[bool] = dataclasses.field(default_factory=list)  # a top-set design probe-pruned
     probe_saved: float | None = None  # 1 - epochs / epochs of the same strategy without the probe filter
+    claims: list[Claims] = dataclasses.field(default_factory=list)  # per race run
+    race_epochs: list[int] = dataclasses.field(default_factory=list)  # per race run
+    ended: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # race statuses
+
+    @property
+    def claims_made(self) -> int:
+        return sum(c.made for c in self.claims)
+
+    @property
+    def claims_on_top(self) -> int:
+        return sum(c.on_top for c in self.claims)
+
+    @property
+    def claim_error(self) -> float | None:
+        """Claims on a top-set design over all "significantly worse" claims (None: no claim)."""
+        return self.claims_on_top / self.claims_made if self.claims_made else None
+
+    @property
+    def baseline_statements(self) -> list[bool]:
+        return [c.baseline_agrees for c in self.claims if c.baseline_agrees is not None]
+
+    @property
+    def baseline_pairs(self) -> list[bool]:
+        return [c.baseline_pair_agrees for c in self.claims if c.baseline_pair_agrees is not None]
 
     @property
     def median_epochs(self) -> float:
@@ -489,12 +589,15 @@ def replay(strategy: Strategy, table: Table, seeds: int, truth: Truth | None = N
     start = time.perf_counter()
     outcomes = [replay_study(strategy, table, s, in_chans, ref_gain) for s in range(first_seed, first_seed + seeds)]
     top = set(truth.top)
+    raced = [o for o in outcomes if o.verdict is not None]
     return Summary(strategy=strategy, trials=None if strategy.grid else trial_budget(strategy, table),
                    epochs=[o.epochs for o in outcomes], in_top=[o.answer in top for o in outcomes],
                    regrets=[truth.regret(o.answer) for o in outcomes],
                    no_answer=sum(o.answer is None for o in outcomes), seconds=time.perf_counter() - start,
                    fidelity=[o.fidelity for o in outcomes], raised=[o.raised for o in outcomes],
-                   top_probe_pruned=[bool(o.probe_pruned & top) for o in outcomes])
+                   top_probe_pruned=[bool(o.probe_pruned & top) for o in outcomes],
+                   claims=[judge(o.verdict, truth) for o in raced], race_epochs=[o.race_epochs for o in raced],
+                   ended=collections.Counter(o.verdict.status for o in raced))
 
 
 def without_probe(strategy: Strategy) -> Strategy:
@@ -537,7 +640,9 @@ def _replay_args(args) -> Summary:
 
 
 def grid_epochs(table: Table, seeds: int, first_seed: int = 0) -> float:
-    return float(statistics.median(replay_grid(table, s).epochs for s in range(first_seed, first_seed + seeds)))
+    """The full grid's epochs at one seed per design (no race)."""
+    grid = PRESETS["grid"]
+    return float(statistics.median(replay_grid(grid, table, s).epochs for s in range(first_seed, first_seed + seeds)))
 
 
 def report(table: Table, truth: Truth, summaries: list[Summary], seeds: int, name: str = "",
@@ -567,13 +672,42 @@ def report(table: Table, truth: Truth, summaries: list[Summary], seeds: int, nam
                      f"| {'-' if s.probe_saved is None else f'{s.probe_saved:.0%}'} "
                      f"| {sum(s.top_probe_pruned) if s.strategy.probes else '-'} | {s.seconds:.1f} |")
     lines += ["", "Epochs: candidate-epochs reported (a duplicate of a completed design costs 0, a "
-              "probe-filtered trial 0, a confirmation run N). Regret: true mean final error of the answer minus "
+              "probe-filtered trial 0, a run of the race N). Regret: true mean final error of the answer minus "
               "the best true mean; a study with no completed trial counts as a miss with the worst design's "
               "regret. Fidelity fired: the fraction of replay seeds whose fidelity check raised the min epochs "
               "(checked: seeds where the check was made). Probe saves: 1 - total epochs / total epochs of the "
               "same strategy without the probe filter (same seeds). Top set probe-pruned: replay seeds in which "
               "the probe filter pruned a top-set design at least once."]
+    raced = [s for s in summaries if s.claims]
+    if raced:
+        lines += ["", race_report(raced, grid)]
     return "\n".join(lines) + "\n"
+
+
+def race_report(summaries: list[Summary], grid: float) -> str:
+    """The races' statements, judged against the ground truth: one row per strategy with a race."""
+    lines = ["| strategy | races | median race epochs (of grid) | \"significantly worse\" claims on the top set "
+             "/ claims | wrong-way claims | baseline statement agrees (top set; pair) | race ended |",
+             "|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        rate = "-" if s.claim_error is None else f"{s.claim_error:.3f}"
+        agree = s.baseline_statements
+        pairs = s.baseline_pairs
+        baseline = (f"{sum(agree) / len(agree):.2f}; {sum(pairs) / len(pairs):.2f} (of {len(agree)})" if agree
+                    else "no baseline in the table")
+        ended = ", ".join(f"{k} {v / len(s.claims):.2f}" for k, v in s.ended.most_common())
+        lines.append(f"| {s.strategy.name} | {len(s.claims)} | {statistics.median(s.race_epochs):g} "
+                     f"({statistics.median(s.race_epochs) / grid:.2f}) | {s.claims_on_top}/{s.claims_made} ({rate}) "
+                     f"| {sum(c.wrong_way for c in s.claims)} | {baseline} | {ended} |")
+    lines += ["", "Race: the best `confirm` designs of the search and the paper's unit with the leader's other "
+              "choices (when the table has it) race on paired seeds (resnas.race; at most the table's seeds). "
+              "Claims: designs the race called significantly worse; on the top set: claims that fall on a "
+              "ground-truth top-set design; wrong-way: against a leader whose true mean is not lower. Baseline "
+              "statement agrees with the top set: \"beats\" of a baseline outside the top set, \"no design beats it\" "
+              "or \"baseline wins\" of one inside it; with the pair: \"beats\" exactly when the ground truth's test "
+              "finds the baseline worse than the design the statement compares it with (the winner, or the runner-up "
+              "when the baseline wins)."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,8 @@ The tests at a look with k designs still in the race and n seeds each:
   alpha again (this is the closed-testing argument over the nested sets of designs ranked below each
   one). Measured (``tests/test_race.py``): 2,000 races of 4-6 equal designs to 10 seeds call some design
   worse in 2.7-3.9% of them; normal draws around the committed tables' means with each design's own sd
-  (``benchmarks/race_replay.py --parametric``) give 0.3-1.6% of claims against a truly lower leader.
+  (``benchmarks/race_replay.py --parametric``, the 8-seed tables) give 0-3.9% of claims against a truly
+  lower leader.
 - **Repeated looks: Bonferroni over a fixed maximum of looks.** Looks are at n = first_look .. max_seeds;
   each gets alpha / (max_seeds - first_look + 1) (0.05 / 8 = 0.00625 by default), so the chance of any
   false "significantly worse" over the whole race is at most alpha by the union bound, however the race

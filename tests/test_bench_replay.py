@@ -114,6 +114,12 @@ def test_random_without_pruning_covering_the_space_finds_the_top_set(table):
     assert all(e % EPOCHS == 0 for e in summary.epochs)  # no pruning: whole curves only
 
 
+def test_a_redraw_takes_no_trial_and_the_search_ends_once_every_design_is_trained(table):
+    # as resnas.budget counts: 3 trials train 3 distinct designs; 24 trials stop at the space's 6
+    assert replay.replay(replay.parse_strategy("random+none,trials=3"), table, 20).epochs == [3 * EPOCHS] * 20
+    assert replay.replay(replay.parse_strategy("random+none,trials=24"), table, 20).epochs == [6 * EPOCHS] * 20
+
+
 @pytest.mark.parametrize("name", ["tpe+hyperband", "tpe+sh"])
 def test_pruned_strategy_spends_less_than_the_grid(table, name):
     summary = replay.replay(replay.parse_strategy(name), table, 20)
@@ -166,12 +172,12 @@ def test_main_prints_the_markdown_table(table_path, capsys):
     for name in replay.DEFAULT_STRATEGIES:
         assert f"| {name} |" in out
     assert replay.main([str(table_path[0]), "--seeds", "3", "--jobs", "2", "--strategies",
-                        "tpe+sh,probe_dev=0.5", "tpe+sh+confirm"]) == 0
+                        "tpe+sh,probe_dev=0.5", "tpe+sh+race"]) == 0
     out = capsys.readouterr().out
-    assert "| tpe+sh,probe_dev=0.5 |" in out and "| tpe+sh+confirm |" in out and "(no probe)" not in out
+    assert "| tpe+sh,probe_dev=0.5 |" in out and "| tpe+sh+race |" in out and "(no probe)" not in out
 
 
-# ---- issue 13: the product's pruner, the fidelity check, confirmation, the two-sided probe filter ------
+# ---- issue 13: the product's pruner, the fidelity check, the race (issue 23), the two-sided probe filter ------
 def _write_table(folder: Path, name: str, space_text: str, finals_of, curve_of, gain_of=lambda s, k: 1.0):
     """NAME.csv + NAME.yaml: per design (the space's own strings, in order) i its finals_of(i) per seed
     and curve_of(i, k, final) per epoch."""
@@ -259,27 +265,41 @@ def lucky_table(tmp_path_factory):
     return table, specs
 
 
-def test_confirmation_retrains_the_top_designs_and_ranks_them(lucky_table):
+def test_the_race_after_the_search_gives_the_answer_and_its_runs_are_counted(lucky_table):
     table, specs = lucky_table
     truth = replay.ground_truth(table)
     assert truth.top == [specs[1]]
-    base = replay.parse_strategy("random+none,trials=48")
-    plain = replay.replay(base, table, 40, truth)
-    confirmed = replay.replay(replay.parse_strategy("random+none,trials=48,confirm=3,repeats=2"), table, 40, truth)
-    assert plain.p_top < 1.0  # the lucky seed fools a single-seed answer
-    assert confirmed.p_top == 1.0
-    # the same studies, then K x R runs of N epochs each
-    assert [c - p for c, p in zip(confirmed.epochs, plain.epochs)] == [3 * 2 * 3] * 40
-    seed = next(s for s in range(40) if not plain.in_top[s])
-    outcome = replay.replay_study(replay.parse_strategy("random+none,trials=48,confirm=3,repeats=2"), table, seed)
-    assert outcome.answer == specs[1] and len(outcome.confirmed) == 3
-    assert all(len(errors) == 3 for _, errors in outcome.confirmed)
-    lucky = dict(outcome.confirmed)[specs[0]]
-    assert lucky == (0.05, 0.60, 0.62)  # its drawn seed 0, then seeds 1 and 2
-    # the seeds after k, cyclically; fewer when the table has fewer
-    assert replay.confirm_seeds(table, specs[0], 3, 3) == [4, 0, 1]
-    assert replay.confirm_seeds(table, specs[0], 2, 10) == [3, 4, 0, 1]
-    assert replay.PRESETS["tpe+sh+confirm"].confirm == 3
+    plain, raced = replay.parse_strategy("random+none,trials=60"), replay.parse_strategy("random+none,trials=60,confirm=3")
+    outcomes = [(replay.replay_study(plain, table, s), replay.replay_study(raced, table, s)) for s in range(30)]
+    assert any(p.answer == specs[0] for p, _ in outcomes)  # the lucky seed fools a single-seed answer
+    for p, o in outcomes:
+        assert o.answer == o.verdict.leader == specs[1]
+        # the same study, then the race: every entrant's repeat 0 is its search trial, each other run N epochs
+        assert o.epochs == p.epochs + o.race_epochs == p.epochs + EPOCHS * sum(n - 1 for n in o.verdict.seeds.values())
+    summary = replay.replay(raced, table, 30, truth)
+    assert summary.p_top == 1.0 and summary.claims_made > 0 and summary.claim_error == 0
+    # the paper's unit (the lucky design) is beaten, rightly
+    assert summary.baseline_statements == summary.baseline_pairs == [True] * 30
+    text = replay.report(table, truth, [summary], 30)
+    assert f"| {raced.name} | 30 |" in text and f"| 0/{summary.claims_made} (0.000) | 0 | 1.00; 1.00 (of 30) |" in text
+
+
+def test_the_paper_unit_joins_the_race_when_the_search_never_trained_it(lucky_table):
+    table, specs = lucky_table  # specs[0] is the paper's unit (preact, identity); specs[1] preact with a 1x1 conv
+    ranked = [specs[1], specs[2]]
+    verdict, epochs = replay.replay_race(table, 0, ranked, set(ranked), replay.parse_strategy("grid,confirm=2"))
+    assert set(verdict.seeds) == set(specs[:3]) and verdict.baseline.baseline == specs[0]
+    assert epochs == EPOCHS * (sum(verdict.seeds.values()) - 2)  # the baseline's repeat 0 is trained too
+    verdict, _ = replay.replay_race(table, 0, ranked, set(ranked), replay.parse_strategy("grid,confirm=2,baseline=0"))
+    assert set(verdict.seeds) == set(ranked) and verdict.baseline is None
+    assert replay.PRESETS["tpe+sh+race"].confirm == 3
+
+
+def test_seeds_are_paired_across_designs(lucky_table):
+    table, specs = lucky_table
+    order = replay.seed_order(table, 4)
+    assert sorted(order) == list(range(5))
+    assert {replay.draw_k(table, 4, s, r) for s in specs for r in (1,)} == {order[1]}
 
 
 def test_probe_dev_filters_on_both_sides_of_the_reference(table, table_path):
