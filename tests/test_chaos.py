@@ -49,7 +49,7 @@ space:
   act: [preact]
   shortcut: {scaling: {scale: {low: 0.1, high: 1.0}}}
 """
-ENV = dict(os.environ, OMP_NUM_THREADS="1")
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")  # SIGABRT: every thread's stack to stderr
 
 
 def _free_port() -> int:
@@ -120,6 +120,19 @@ def _start(argv: list[str], cwd, env, name: str) -> subprocess.Popen:
         return subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
 
 
+def _wait(proc: subprocess.Popen, cwd, timeout: float = 300) -> int:
+    """``proc``'s exit code; a process (or rank) still running after ``timeout`` seconds is stopped with
+    SIGABRT, so that faulthandler writes where every thread of it hangs into the stderr the failure shows."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        for p in reversed(_tree(proc.pid)):  # the ranks first, then their launcher
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGABRT)
+        time.sleep(2)
+        raise AssertionError(f"still running after {timeout:g} s; the stacks:\n{_stderr(cwd)}") from None
+
+
 def _stderr(cwd) -> str:
     """Every process's whole stderr under ``cwd``: each search's, and each rank's that accelerate launch wrote
     (``--log_dir``: <launch>/attempt_0/<rank>/stderr.log)."""
@@ -144,8 +157,8 @@ def _chaos(url: str, space, cwd, command=None, workers: int = 3, seed: int = 0, 
         _kill_tree(procs[victim].pid)  # the launcher and its ranks alike
         procs[victim].wait(30)
         restarted = _start(argv, cwd, env, "restarted")
-        codes = {i: p.wait(300) for i, p in enumerate(procs)}
-        assert restarted.wait(300) == 0, _stderr(cwd)
+        codes = {i: _wait(p, cwd) for i, p in enumerate(procs)}
+        assert _wait(restarted, cwd) == 0, _stderr(cwd)
     finally:
         for p in procs:
             _kill_tree(p.pid)
