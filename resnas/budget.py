@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from .config import Search
 from .record import INTERRUPTED, drawn, epochs_spent, status_of, trained
-from .space import DEFAULT_TRIALS
+from .space import DEFAULT_TRIALS, Space, SpaceError
 from .status import Status
 from .study import FINISHED
 
@@ -39,6 +39,14 @@ def counted(trial) -> bool:
 def search_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The trials the study holds toward its target (``counted``)."""
     return [t for t in study.get_trials(deepcopy=False) if counted(t)]
+
+
+def _designs(space: Space) -> int | None:
+    """How many designs the space holds; None when a range makes them countless (or past MAX_POINTS)."""
+    try:
+        return len(space.grid_points())
+    except SpaceError:
+        return None
 
 
 def _tried(trials) -> int:
@@ -110,7 +118,7 @@ def budget(study: optuna.Study, search: Search) -> Budget:
     goal = search.search_epochs
     return Budget(None if target is None else max(0, target - len(held) - busy),
                   None if goal is None else max(0, goal - spent), target, len(held), spent, goal,
-                  designs=search.space.designs(), tried=_tried(held))
+                  designs=_designs(search.space), tried=_tried(held))
 
 
 def split_line(search: Search, plan: Budget) -> str:
@@ -139,7 +147,7 @@ def split_line(search: Search, plan: Budget) -> str:
 
 def exhausted_line(study: optuna.Study, search: Search) -> str | None:
     """One line when a sampled space's designs ran out before its target: every one is trained."""
-    designs, held = search.space.designs(), search_trials(study)
+    designs, held = _designs(search.space), search_trials(study)
     if search.space.sampler == "grid" or designs is None or _tried(held) < designs:
         return None
     return (f"space {search.space.name}: all {designs} designs are trained, in {len(held)} trials (a redraw "

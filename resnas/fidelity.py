@@ -64,16 +64,21 @@ def measure_fidelity(trials: list[optuna.trial.FrozenTrial], low: int, high: int
     return float(stats.spearmanr(lows, highs).statistic), len(pairs)
 
 
+def _unchecked_rungs(study: optuna.Study, search: Search) -> tuple[int, int] | None:
+    """The two lowest rungs when the study prunes one objective and has no check recorded yet, else None."""
+    if search.space.pruner == "none" or len(search.space.objectives) > 1 or "fidelity" in study.user_attrs:
+        return None
+    epochs = rungs(search.min_epochs, search.max_epochs)
+    return (epochs[0], epochs[1]) if len(epochs) >= 2 else None
+
+
 def check_fidelity(study: optuna.Study, search: Search) -> Fidelity | None:
     """Once ``FIDELITY_DESIGNS`` designs reached the two lowest rungs: measure their rank correlation,
     record it on the study (``fidelity``) and, when it is below FIDELITY_LOW, raise the minimum epochs of
     the remaining trials to the higher rung. Made once per study; returns the new result, else None."""
-    if search.space.pruner == "none" or len(search.space.objectives) > 1 or "fidelity" in study.user_attrs:
+    if (pair := _unchecked_rungs(study, search)) is None:
         return None
-    epochs = rungs(search.min_epochs, search.max_epochs)
-    if len(epochs) < 2:
-        return None
-    low, high = epochs[:2]
+    low, high = pair
     rho, n = measure_fidelity(study.get_trials(deepcopy=False), low, high)
     if n < FIDELITY_DESIGNS or not math.isfinite(rho):
         return None
@@ -86,12 +91,9 @@ def check_fidelity(study: optuna.Study, search: Search) -> Fidelity | None:
 def unchecked_line(study: optuna.Study, search: Search) -> str | None:
     """One line when the search pruned but its fidelity check was never made (too few designs reached both
     rungs: a small budget); None when it was made, or there is nothing to check."""
-    if search.space.pruner == "none" or len(search.space.objectives) > 1 or "fidelity" in study.user_attrs:
+    if (pair := _unchecked_rungs(study, search)) is None:
         return None
-    epochs = rungs(search.min_epochs, search.max_epochs)
-    if len(epochs) < 2:
-        return None
-    low, high = epochs[:2]
+    low, high = pair
     _, n = measure_fidelity(study.get_trials(deepcopy=False), low, high)
     why = (f"{n} designs reached epochs {low} and {high}, it needs {FIDELITY_DESIGNS}" if n < FIDELITY_DESIGNS
            else f"the errors of epoch {low} or {high} are all alike")

@@ -152,13 +152,6 @@ class Space:
                 return found[0]
         return None
 
-    def designs(self) -> int | None:
-        """How many designs the space holds; None when a range makes them countless (or past MAX_POINTS)."""
-        try:
-            return len(self.grid_points())
-        except SpaceError:
-            return None
-
     def specs(self, **fixed: Any) -> list[ArchSpec]:
         """The ArchSpec of every grid point."""
         return [spec for _, spec in _walk(lambda t: self.suggest(t, **fixed))]
