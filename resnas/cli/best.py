@@ -20,7 +20,7 @@ from ..results import (
     verdict_lines,
 )
 from .common import UserError
-from .display import console, print_best, say, si, test_cell
+from .display import print_best, say, si, tell, test_cell
 from .options import storage_option, study_option
 from .stored import USER_ERRORS, loaded_study
 
@@ -90,7 +90,7 @@ def show_best(study, top: int, tests: list | None = None, designs: list | None =
     space = study_space(study)
     print_best(study, space, designs, rows, header, WEIGHTS_TOP_K, tests, tie_statement(study, designs, SHORT_TEST))
     for line in verdict_lines(study, space):  # the race's verdict (resnas.racing), under the table
-        console.print(line, highlight=False)  # wrapped at words: the terminal would cut a word
+        tell(line)  # wrapped at words: the terminal would cut a word
 
 
 @click.command()
