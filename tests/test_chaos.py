@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _procs import signal_tree, stopped, tree
 from optuna.trial import TrialState
 
 GRID = """
@@ -81,35 +82,13 @@ def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
         return []  # the study does not exist yet
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (accelerate's ranks run in sessions of their own)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    tree, todo = [], [pid]
-    while todo:
-        tree.append(p := todo.pop())
-        todo += children.get(p, [])
-    return tree
-
-
-def _kill_tree(pid: int) -> None:
-    for p in _tree(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p, signal.SIGKILL)
-
-
 def _victim_trial(trials: list, pid: int):
     """The trial that the process ``pid`` (or a rank it launched) runs, once it has trained an epoch (so it
     has a checkpoint) and while it has more to go (any epoch but the last: a window of 4 of 5 epochs)."""
-    tree = _tree(pid)
+    family = tree(pid)
     for t in trials:
         worker = t.user_attrs.get("worker") or {}
-        if t.state == TrialState.RUNNING and worker.get("pid") in tree and 1 <= len(t.user_attrs.get("val_error") or ()) < EPOCHS:
+        if t.state == TrialState.RUNNING and worker.get("pid") in family and 1 <= len(t.user_attrs.get("val_error") or ()) < EPOCHS:
             return t
     return None
 
@@ -126,7 +105,7 @@ def _wait(proc: subprocess.Popen, cwd, timeout: float = 300) -> int:
     try:
         return proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        for p in reversed(_tree(proc.pid)):  # the ranks first, then their launcher
+        for p in reversed(tree(proc.pid)):  # the ranks first, then their launcher
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGABRT)
         time.sleep(2)
@@ -146,22 +125,27 @@ def _chaos(url: str, space, cwd, command=None, workers: int = 3, seed: int = 0, 
     argv = [*command, "--space", str(space), "--storage", url, "--confirm", "0", "--heartbeat", "1"]
     procs = [_start(argv, cwd, env, f"worker{i}") for i in range(workers)]
     victim, started = random.Random(seed).randrange(workers), time.monotonic()
+    pid = procs[victim].pid
     try:
-        while (killed := _victim_trial(trials := _trials(url), procs[victim].pid)) is None:
+        while True:
             assert procs[victim].poll() is None and time.monotonic() - started < 300, \
                 _stderr(cwd) if procs[victim].poll() is not None else "too slow"
+            if _victim_trial(_trials(url), pid) is not None:
+                time.sleep(random.Random(seed).uniform(0, 0.1))  # a random moment inside its epoch
+                with stopped(pid):  # frozen: the trial read now is the one the kill leaves (not past its last epoch)
+                    if (killed := _victim_trial(trials := _trials(url), pid)) is not None:
+                        killed_at = time.time()
+                        signal_tree(pid, signal.SIGKILL)  # the launcher and its ranks alike
+                        break
             time.sleep(0.05)
         before = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
-        time.sleep(random.Random(seed).uniform(0, 0.1))
-        killed_at = time.time()
-        _kill_tree(procs[victim].pid)  # the launcher and its ranks alike
         procs[victim].wait(30)
         restarted = _start(argv, cwd, env, "restarted")
         codes = {i: _wait(p, cwd) for i, p in enumerate(procs)}
         assert _wait(restarted, cwd) == 0, _stderr(cwd)
     finally:
         for p in procs:
-            _kill_tree(p.pid)
+            signal_tree(p.pid, signal.SIGKILL)
     assert codes.pop(victim) == -signal.SIGKILL
     assert all(code == 0 for code in codes.values()), _stderr(cwd)
 

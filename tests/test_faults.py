@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _procs import stopped
 from optuna.trial import TrialState
 
 HERE = Path(__file__).parent
@@ -90,17 +91,26 @@ def _check_after_rerun(db, before_kill, killed_number, resumed):
     assert len(done) == len(set(done)) == 3
 
 
+def _mid_epoch(trials, last: int = 5) -> bool:
+    """Trial 1 has a checkpoint and at most ``last`` of its 6 epochs recorded (more to train)."""
+    return len(trials) > 1 and trials[1].state == TrialState.RUNNING and 1 <= _epochs_done(trials[1]) <= last
+
+
 def test_sigkill_mid_epoch_then_rerun_resumes(grid, tmp_path):
     db = tmp_path / "k.db"
     proc = subprocess.Popen(_cmd(grid, db), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    try:  # the second trial has a checkpoint and is inside its next epoch
-        _wait_for(db, proc, lambda ts: len(ts) > 1 and ts[1].state == TrialState.RUNNING and _epochs_done(ts[1]) >= 1)
-        before = {t.number: t.values for t in _trials(db) if t.state == TrialState.COMPLETE}
-        proc.send_signal(signal.SIGKILL)
+    try:
+        while True:
+            _wait_for(db, proc, _mid_epoch)
+            with stopped(proc.pid):  # frozen: still mid-trial when killed, not past its last epoch
+                if _mid_epoch(trials := _trials(db)):
+                    proc.send_signal(signal.SIGKILL)
+                    break
     finally:
         proc.kill()
         proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
+    before = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
     # no waiting for a heartbeat: on the same machine the dead pid is known at once
     rerun = subprocess.run(_cmd(grid, db), capture_output=True, text=True, timeout=300, env=ENV)
     assert rerun.returncode == 0, rerun.stderr
@@ -128,8 +138,13 @@ def test_ctrl_c_records_interrupted_and_rerun_continues(grid, tmp_path):
     db = tmp_path / "i.db"
     proc = subprocess.Popen(_cmd(grid, db), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
-        _wait_for(db, proc, lambda ts: len(ts) > 1 and ts[1].state == TrialState.RUNNING and _epochs_done(ts[1]) >= 1)
-        proc.send_signal(signal.SIGINT)
+        while True:
+            _wait_for(db, proc, lambda ts: _mid_epoch(ts, last=4))
+            # frozen, then interrupted with a whole epoch still to train: the next step stops trial 1, not trial 2
+            with stopped(proc.pid):
+                if _mid_epoch(_trials(db), last=4):
+                    proc.send_signal(signal.SIGINT)
+                    break
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
