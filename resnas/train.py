@@ -173,6 +173,9 @@ def train(model: ArchSpec | str | nn.Module, data: Data, epochs: int, recipe: Re
     try:
         status, reason, test_error = _fit(accelerator, model, data, epochs, recipe, run, history, on_epoch,
                                           checkpoint_dir, torch_compile, test, on_step)
+        # no rank leaves before every rank has read the checkpoint: a caller may delete it next (the objective
+        # does), and a rank resumed with nothing left to train reaches that with no collective on its way
+        accelerator.wait_for_everyone()
     except torch.cuda.OutOfMemoryError as e:
         status, reason, test_error, model = "oom", first_line(e), None, None
     result = TrainResult(status, reason, len(history["train_loss"]), seconds=time.perf_counter() - start,

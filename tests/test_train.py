@@ -202,6 +202,53 @@ def test_two_cpu_processes_under_accelerate_launch_agree_on_gathered_metrics(tmp
     assert all(abs(e * 288 - round(e * 288)) < 1e-6 for e in r0["val_error"])
 
 
+# A run resumed with its whole budget in the checkpoint trains no epoch; the objective then deletes the checkpoint.
+# Rank 1 is held back a second after prepare(): on main it then found the checkpoint gone, trained from scratch
+# and its collectives met rank 0's next ones (a chaos run's restarted launch hung so in CI).
+RESUMED_DONE = """
+import json, shutil, sys, time
+import torch.distributed as dist
+import resnas.train as t
+from resnas.data import load_data
+from resnas.recipe import Recipe
+
+
+class Slow(t.Accelerator):
+    def prepare(self, *args):
+        out = super().prepare(*args)
+        if self.process_index == 1 and len(args) > 1:
+            time.sleep(1)
+        return out
+
+
+folder, data, recipe = sys.argv[1], load_data("digits"), Recipe.digits(batch_size=64)
+first = t.train("depth=8,widths=4-8-16", data, 2, recipe, checkpoint_dir=f"{folder}/ckpt")
+t.Accelerator = Slow
+again = t.train("depth=8,widths=4-8-16", data, 2, recipe, checkpoint_dir=f"{folder}/ckpt")
+shutil.rmtree(f"{folder}/ckpt", ignore_errors=True)  # as the objective does, on every rank
+box = [again.val_error]
+dist.broadcast_object_list(box, src=0)  # the next collective: the rank 0's history
+out = dict(first=first.val_error, again=again.val_error, rank0=box[0], epochs=again.epochs)
+open(f"{folder}/rank{dist.get_rank()}.json", "w").write(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_a_launch_resumed_with_nothing_left_to_train_ends_together_on_every_rank(tmp_path):
+    script = tmp_path / "resumed_done.py"
+    script.write_text(RESUMED_DONE)
+    launcher = Path(sys.executable).parent / "accelerate"
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0",
+           str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        out = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        # every rank resumed the whole history: no rank trained again
+        assert out["again"] == out["first"] == out["rank0"] and out["epochs"] == 2, (rank, out)
+
+
 def test_docstring_examples_run():
     import doctest
 
