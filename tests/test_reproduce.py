@@ -4,6 +4,7 @@ import csv
 
 import optuna
 import pytest
+from _procs import stopped
 from optuna.trial import TrialState
 
 from resnas.cli import main
@@ -115,21 +116,25 @@ def test_ctrl_c_then_rerun_resumes_the_interrupted_row_and_trains_each_row_once(
     env = dict(os.environ, OMP_NUM_THREADS="1")
     name = f"paper_table1-x0.05-{epochs}ep"
 
-    def second_row_has_a_checkpoint() -> bool:  # row 4 (trial 1) has finished an epoch and is in the next
+    def second_row_has_a_checkpoint() -> bool:  # row 4 (trial 1) has a checkpoint and 2 more epochs to train
         try:
             trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").trials
         except (KeyError, optuna.exceptions.StorageInternalError):
             return False
         return (len(trials) > 1 and trials[1].state == TrialState.RUNNING
-                and len(trials[1].user_attrs.get("val_error", [])) >= 1)
+                and 1 <= len(trials[1].user_attrs.get("val_error", [])) <= epochs - 2)
 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 300
-        while not second_row_has_a_checkpoint():
+        while True:
             assert proc.poll() is None and time.monotonic() < deadline, "reproduce never reached row 4's epoch 1"
+            if second_row_has_a_checkpoint():
+                with stopped(proc.pid):  # frozen: the signal lands in the state read, not after row 4's last epoch
+                    if second_row_has_a_checkpoint():
+                        proc.send_signal(signal.SIGINT)
+                        break
             time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()

@@ -12,6 +12,7 @@ from collections import Counter
 
 import optuna
 import pytest
+from _procs import stopped
 
 from resnas.reproduce import (
     QUICK_DEPTH_SCALE,
@@ -57,16 +58,33 @@ def test_estimate_line(estimate, line):
     assert estimate.line() == line
 
 
+def _after_the_first_run(out) -> bool:
+    """Row 1's run is finished and in the table, and row 2's has at least two of its 3 epochs still to train."""
+    if not (out / "table1.csv").exists():  # written once the first run has finished (and the study exists)
+        return False
+    try:
+        trials = optuna.load_study(study_name="paper_table1-x0.05-3ep", storage=f"sqlite:///{out / 'reproduce.db'}").trials
+    except (KeyError, optuna.exceptions.StorageInternalError):
+        return False
+    running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 1 and \
+        all(len(t.user_attrs.get("val_error", [])) <= 1 for t in running)
+
+
 def test_ctrl_c_after_a_row_writes_the_table_so_far_and_the_same_command_finishes_it(tmp_path, resnas_cli):
     args = ["reproduce", "table1", "--rows", "1,2,3", "--depth-scale", "0.05", "--epochs", "3", "--output", "out"]
     cmd, out = [sys.executable, "-m", "resnas", *args], tmp_path / "out"
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         deadline = time.monotonic() + 300
-        while not (out / "table1.csv").exists():  # written once the first run has finished
+        while True:
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            if _after_the_first_run(out):
+                with stopped(proc.pid):  # frozen: the signal lands in the state read
+                    if _after_the_first_run(out):
+                        proc.send_signal(signal.SIGINT)
+                        break
             time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
         printed, err = proc.communicate(timeout=120)
     finally:
         proc.kill()

@@ -1,6 +1,7 @@
 """Resume means what it says: --trials is a target for the study, --more adds to it, and after a real Ctrl-C
 every message names the exact command that continues (search and train)."""
 
+import json
 import os
 import shlex
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 
 import pytest
+from _procs import stopped
 
 from resnas.train import checkpoint_epoch
 
@@ -43,7 +45,7 @@ def _states(db) -> dict[str, int]:
 
 
 def _running_with_an_epoch(db, number: int) -> bool:
-    """Trial ``number`` is running and has finished an epoch (its val_error attribute is written)."""
+    """Trial ``number`` is running and has finished exactly one epoch (its val_error attribute is written)."""
     try:
         with sqlite3.connect(db, timeout=1) as c:
             row = c.execute("SELECT t.state, a.value_json FROM trials t LEFT JOIN trial_user_attributes a "
@@ -51,19 +53,24 @@ def _running_with_an_epoch(db, number: int) -> bool:
                             (number,)).fetchone()
     except sqlite3.Error:
         return False
-    return row is not None and row[0] == "RUNNING" and row[1] is not None
+    return row is not None and row[0] == "RUNNING" and row[1] is not None and len(json.loads(row[1])) == 1
 
 
 def _interrupt(cmd, ready, timeout=300):
-    """Start ``cmd``, send it a real SIGINT once ``ready()``, return (exit code, stderr)."""
+    """Start ``cmd``, send it a real SIGINT once ``ready()``, return (exit code, stderr). ``ready`` is checked
+    again with the process stopped, so the signal lands in the state it names (an epoch done, more to go)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         deadline = time.monotonic() + timeout
-        while not ready():
+        while True:
             assert proc.poll() is None, proc.communicate()[1][-2000:]
             assert time.monotonic() < deadline, "never reached the point to interrupt"
+            if ready():
+                with stopped(proc.pid):
+                    if ready():
+                        proc.send_signal(signal.SIGINT)
+                        break
             time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
@@ -121,7 +128,8 @@ def test_two_budgets_are_refused(tmp_path, args):
 def test_ctrl_c_of_train_names_resume_and_that_command_finishes(tmp_path):
     out = tmp_path / "run"
     args = ["train", "--model", MODEL, "--epochs", "3", "--batch-size", "16", "--output", str(out)]
-    code, err = _interrupt([sys.executable, "-m", "resnas", *args], (out / "checkpoint.safetensors").exists)
+    code, err = _interrupt([sys.executable, "-m", "resnas", *args],
+                           lambda: checkpoint_epoch(out / "checkpoint.safetensors") == 1)  # 2 epochs to go
     assert code == 130 and "Traceback" not in err and "trial" not in err
     assert "training stopped after epoch" in err and f"the checkpoint in {out} holds it" in err
     assert f"continue with: {shlex.join(['resnas', *args, '--resume'])}" in err
