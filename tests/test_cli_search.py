@@ -119,7 +119,7 @@ def test_dashboard_serves_study_and_trial_attributes(tmp_path):
     try:
         studies = _dashboard_studies(port)
         assert studies[0]["study_name"] == "tiny"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}") as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", timeout=30) as r:
             detail = json.load(r)
         attrs = {a["key"]: a["value"] for a in detail["trials"][0]["user_attrs"]}
         assert attrs["spec"].startswith("layout=cifar") and "timm.create_model" in attrs["timm"]

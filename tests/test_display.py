@@ -282,4 +282,5 @@ def test_the_search_bar_counts_race_runs_apart_and_its_clock_runs_on_after_the_t
         assert (tasks["trials"].completed, tasks["trials"].total, tasks["race"].completed) == (2, 2, 2)
         clock = display.RunClock()
         clock.start -= 75  # the run started 75 s ago; the trials bar finished long before
-        assert tasks["trials"].finished and clock.render(tasks["trials"]).plain == "0:01:15"
+        h, m, s = map(int, clock.render(tasks["trials"]).plain.split(":"))  # 75 s, or a few more on a busy machine
+        assert tasks["trials"].finished and 75 <= 3600 * h + 60 * m + s < 90

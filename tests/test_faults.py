@@ -13,6 +13,8 @@ import pytest
 from _procs import stopped
 from optuna.trial import TrialState
 
+from _dashboard import _dashboard_studies
+
 HERE = Path(__file__).parent
 GRID = """
 name: grid3
@@ -237,20 +239,22 @@ def test_three_sqlite_workers_while_the_dashboard_reads(tmp_path):
     def read():
         while not stop.is_set():
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1", timeout=5) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1", timeout=30) as r:
                     reads.append(len(json.load(r)["trials"]))
+                time.sleep(0.05)  # reading often, not spinning: the workers need the cores
             except OSError:
                 time.sleep(0.2)
 
     reader = threading.Thread(target=read)
-    reader.start()
     try:
+        assert _dashboard_studies(port)[0]["study_name"] == "grid6"  # it answers before the workers start
+        reader.start()
         # a 1 s heartbeat would fail trials of workers that a loaded machine leaves unscheduled for 2 s
         search = subprocess.run(_cmd(space, db, "--workers", "3", "--heartbeat", "30"), capture_output=True,
                                 text=True, env=ENV, timeout=600)
         stop.set()
         reader.join()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1", timeout=30) as r:
             final = len(json.load(r)["trials"])
     finally:
         stop.set()

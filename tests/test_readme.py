@@ -66,7 +66,7 @@ def test_readme_block_runs_as_written(block, tmp_path):
         if rule(command) is not None:
             continue
         done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=600)
+                              timeout=1200)
         assert done.returncode == 0, f"{command}\nexit {done.returncode}\n{done.stderr[-3000:]}"
 
 
@@ -107,7 +107,7 @@ def _agree(got: str, promised: str) -> bool:
 @pytest.mark.parametrize("block", python_blocks(), ids=[b.splitlines()[0][:40] for b in python_blocks()])
 def test_readme_python_runs_as_written_and_prints_what_it_says(block, tmp_path):
     source, printed = _as_checked(block)
-    done = subprocess.run([sys.executable, "-c", source], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", source], cwd=tmp_path, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, f"{source}\n{done.stderr[-3000:]}"
     out = [line for line in done.stdout.splitlines() if line.strip()]
     assert len(out) == len(printed) and all(map(_agree, out, printed)), (out, printed)
