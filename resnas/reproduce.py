@@ -47,7 +47,7 @@ from .train import train
 
 __all__ = ["FAIL", "PAPER_EPOCHS", "QUICK_DEPTH_SCALE", "QUICK_EPOCHS", "QUICK_WIDTH_SCALE", "TABLES", "Cost",
            "Estimate", "ReproduceError", "Reproduction", "Row", "TableRun", "agreement", "measure_cost", "ranks",
-           "recorded_cost", "row_key", "scaled_space", "table_rows", "to_markdown", "write"]
+           "recorded_cost", "row_key", "scaled_space", "table_rows", "write"]
 
 FAIL = 0.20  # the paper's "fail": test error above 20%
 NOT_RUN = "not run"  # a run the table does not hold yet
@@ -456,7 +456,7 @@ def agreement(rows: list[Row]) -> str:
     return line if len(ran) == len(rows) else f"{line}; {len(rows) - len(ran)} rows not run yet"
 
 
-def to_markdown(job: Reproduction, rows: list[Row], seconds: float | None = None) -> str:
+def _markdown(job: Reproduction, rows: list[Row], seconds: float | None = None) -> str:
     """The reproduced table in Markdown: measured beside the paper, with ranks, fails and probe ratios."""
     records = table_rows(rows)
     title = {"table1": "Table 1 (shortcut variants, Fig. 2)", "table2": "Table 2 (activation placements, Fig. 4)"}
@@ -487,7 +487,7 @@ def write(job: Reproduction, rows: list[Row], output: str | Path, seconds: float
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     md, csv_path = output / f"{job.table}.md", output / f"{job.table}.csv"
-    _replace(md, lambda f: f.write(to_markdown(job, rows, seconds)))
+    _replace(md, lambda f: f.write(_markdown(job, rows, seconds)))
     records = table_rows(rows)
 
     def write_csv(f) -> None:
