@@ -93,19 +93,21 @@ def _check_after_rerun(db, before_kill, killed_number, resumed):
     assert len(done) == len(set(done)) == 3
 
 
-def _mid_epoch(trials, last: int = 5) -> bool:
-    """Trial 1 has a checkpoint and at most ``last`` of its 6 epochs recorded (more to train)."""
-    return len(trials) > 1 and trials[1].state == TrialState.RUNNING and 1 <= _epochs_done(trials[1]) <= last
+def _mid_epoch(trials, last: int = 5, first: int = 1) -> int | None:
+    """The number of a running trial (from ``first`` on) with a checkpoint and at most ``last`` of its 6 epochs
+    recorded (more to train), or None."""
+    return next((t.number for t in trials[first:] if t.state == TrialState.RUNNING
+                 and 1 <= _epochs_done(t) <= last), None)
 
 
 def test_sigkill_mid_epoch_then_rerun_resumes(grid, tmp_path):
     db = tmp_path / "k.db"
     proc = subprocess.Popen(_cmd(grid, db), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    try:
+    try:  # trial 1, or trial 2 if a busy machine let trial 1 finish unseen
         while True:
-            _wait_for(db, proc, _mid_epoch)
+            _wait_for(db, proc, lambda ts: _mid_epoch(ts) is not None)
             with stopped(proc.pid):  # frozen: still mid-trial when killed, not past its last epoch
-                if _mid_epoch(trials := _trials(db)):
+                if (killed := _mid_epoch(trials := _trials(db))) is not None:
                     proc.send_signal(signal.SIGKILL)
                     break
     finally:
@@ -116,7 +118,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes(grid, tmp_path):
     # no waiting for a heartbeat: on the same machine the dead pid is known at once
     rerun = subprocess.run(_cmd(grid, db), capture_output=True, text=True, timeout=300, env=ENV)
     assert rerun.returncode == 0, rerun.stderr
-    _check_after_rerun(db, before, killed_number=1, resumed=True)
+    _check_after_rerun(db, before, killed_number=killed, resumed=True)
 
 
 # trial 0 writes 6 checkpoints; the 7th is trial 1's first (killed before it is in place: nothing to resume from),
@@ -141,10 +143,10 @@ def test_ctrl_c_records_interrupted_and_rerun_continues(grid, tmp_path):
     proc = subprocess.Popen(_cmd(grid, db), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         while True:
-            _wait_for(db, proc, lambda ts: _mid_epoch(ts, last=4))
+            _wait_for(db, proc, lambda ts: _mid_epoch(ts, last=4, first=1) == 1)
             # frozen, then interrupted with a whole epoch still to train: the next step stops trial 1, not trial 2
             with stopped(proc.pid):
-                if _mid_epoch(_trials(db), last=4):
+                if _mid_epoch(_trials(db), last=4, first=1) == 1:
                     proc.send_signal(signal.SIGINT)
                     break
         _, err = proc.communicate(timeout=60)

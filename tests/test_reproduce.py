@@ -110,7 +110,7 @@ def test_ctrl_c_then_rerun_resumes_the_interrupted_row_and_trains_each_row_once(
     import time
     from collections import Counter
 
-    db, out, epochs = tmp_path / "c.db", tmp_path / "out", 4
+    db, out, epochs = tmp_path / "c.db", tmp_path / "out", 6
     cmd = [sys.executable, "-m", "resnas", "reproduce", "table1", "--rows", "1,4,10", "--depth-scale", "0.05",
            "--epochs", str(epochs), "--storage", f"sqlite:///{db}", "--output", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
