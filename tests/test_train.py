@@ -183,17 +183,22 @@ open(f"{sys.argv[1]}/rank{state.process_index}.json", "w").write(json.dumps(out)
 """
 
 
-@pytest.mark.slow
-def test_two_cpu_processes_under_accelerate_launch_agree_on_gathered_metrics(tmp_path):
-    script = tmp_path / "two_ranks.py"
-    script.write_text(TWO_RANKS)
+def _two_ranks(source: str, folder: Path) -> list[dict]:
+    """Run ``source`` under ``accelerate launch`` on 2 CPU processes; what each rank wrote to rank<i>.json."""
+    script = folder / "two_ranks.py"
+    script.write_text(source)
     launcher = Path(sys.executable).parent / "accelerate"
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0",
-           str(script), str(tmp_path)]
+           str(script), str(folder)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
+    return [json.loads((folder / f"rank{i}.json").read_text()) for i in (0, 1)]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_under_accelerate_launch_agree_on_gathered_metrics(tmp_path):
+    r0, r1 = _two_ranks(TWO_RANKS, tmp_path)
     assert (r0["world"], r1["rank"], r0["kind"]) == (2, 1, "DistributedType.MULTI_CPU")
     assert r0["status"] == "ok" and r0["epochs"] == 2
     for key in ("train_loss", "val_error", "val_loss"):
@@ -235,16 +240,7 @@ open(f"{folder}/rank{dist.get_rank()}.json", "w").write(json.dumps(out))
 
 @pytest.mark.slow
 def test_a_launch_resumed_with_nothing_left_to_train_ends_together_on_every_rank(tmp_path):
-    script = tmp_path / "resumed_done.py"
-    script.write_text(RESUMED_DONE)
-    launcher = Path(sys.executable).parent / "accelerate"
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
-    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0",
-           str(script), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for rank in (0, 1):
-        out = json.loads((tmp_path / f"rank{rank}.json").read_text())
+    for rank, out in enumerate(_two_ranks(RESUMED_DONE, tmp_path)):
         # every rank resumed the whole history: no rank trained again
         assert out["again"] == out["first"] == out["rank0"] and out["epochs"] == 2, (rank, out)
 
