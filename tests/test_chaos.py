@@ -71,9 +71,13 @@ def _fresh_postgres(url: str) -> str:
 
 
 def _load(url: str) -> optuna.Study:
+    """The study, read as a bystander. SQLite through Optuna's own storage: its reads take no lock in WAL mode,
+    whereas resnas's writers begin every transaction IMMEDIATE, and a read that waits for the lock of a worker
+    the test has stopped (SIGSTOP) waits out the busy timeout, and the other workers' writes with it."""
     from resnas.storage import open_storage
 
-    return optuna.load_study(study_name="chaos", storage=open_storage(url))
+    storage = optuna.storages.RDBStorage(url) if url.startswith("sqlite") else open_storage(url)
+    return optuna.load_study(study_name="chaos", storage=storage)
 
 
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
