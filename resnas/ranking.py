@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 
 from scipy import stats
 
-__all__ = ["ALPHA", "TIE_TEST", "Design", "rank_designs", "significantly_worse"]
+__all__ = ["ALPHA", "TIE_TEST", "TIE_TEST_SHORT", "Design", "rank_designs", "significantly_worse"]
 
 ALPHA = 0.05
 TIE_TEST = (f"one-sided Welch t-test (scipy.stats.ttest_ind, equal_var=False, alternative='greater') of a "
             f"design's errors against the best design's, alpha {ALPHA}: tied when not significantly worse")
+TIE_TEST_SHORT = f"not significantly worse: one-sided Welch t-test, alpha {ALPHA}"  # the same, in a footnote
 
 
 @dataclass

@@ -93,10 +93,10 @@ def _check_after_rerun(db, before_kill, killed_number, resumed):
     assert len(done) == len(set(done)) == 3
 
 
-def _mid_epoch(trials, last: int = 5, first: int = 1) -> int | None:
-    """The number of a running trial (from ``first`` on) with a checkpoint and at most ``last`` of its 6 epochs
+def _mid_epoch(trials, last: int = 5) -> int | None:
+    """The number of a running trial after the first with a checkpoint and at most ``last`` of its 6 epochs
     recorded (more to train), or None."""
-    return next((t.number for t in trials[first:] if t.state == TrialState.RUNNING
+    return next((t.number for t in trials[1:] if t.state == TrialState.RUNNING
                  and 1 <= _epochs_done(t) <= last), None)
 
 
@@ -143,10 +143,10 @@ def test_ctrl_c_records_interrupted_and_rerun_continues(grid, tmp_path):
     proc = subprocess.Popen(_cmd(grid, db), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         while True:
-            _wait_for(db, proc, lambda ts: _mid_epoch(ts, last=4, first=1) == 1)
+            _wait_for(db, proc, lambda ts: _mid_epoch(ts, last=4) == 1)
             # frozen, then interrupted with a whole epoch still to train: the next step stops trial 1, not trial 2
             with stopped(proc.pid):
-                if _mid_epoch(_trials(db), last=4, first=1) == 1:
+                if _mid_epoch(_trials(db), last=4) == 1:
                     proc.send_signal(signal.SIGINT)
                     break
         _, err = proc.communicate(timeout=60)

@@ -8,6 +8,7 @@ import click
 
 from ..designs import ranked_designs
 from ..kept import WEIGHTS_TOP_K
+from ..ranking import TIE_TEST_SHORT
 from ..record import TrialRecord, study_space
 from ..results import (
     design_row,
@@ -25,8 +26,6 @@ from .options import storage_option, study_option
 from .stored import USER_ERRORS, loaded_study
 
 __all__ = ["best", "export", "show_best"]
-
-SHORT_TEST = "not significantly worse: one-sided Welch t-test, alpha 0.05"  # resnas.ranking.TIE_TEST
 
 
 @click.command()
@@ -88,7 +87,7 @@ def show_best(study, top: int, tests: list | None = None, designs: list | None =
         rows.append([str(d.trials[0]), mean_sd(d), *([test_cell(tests[rank - 1])] if tests else []), str(d.n),
                      tie_label(d, rank), si(r.params or 0), si(r.macs or 0), str(r.epochs or "")])
     space = study_space(study)
-    print_best(study, space, designs, rows, header, WEIGHTS_TOP_K, tests, tie_statement(study, designs, SHORT_TEST))
+    print_best(study, space, designs, rows, header, WEIGHTS_TOP_K, tests, tie_statement(study, designs, TIE_TEST_SHORT))
     for line in verdict_lines(study, space):  # the race's verdict (resnas.racing), under the table
         tell(line)  # wrapped at words: the terminal would cut a word
 
