@@ -5,11 +5,11 @@ table's space, for seeds 0..S-1, and reports per seed the epochs spent, the answ
 in the table's top set; then the replay of the same strategy (``benchmarks/replay.py``) over many
 seeds, side by side. A live search seeded k trains each design with the seed of ground-truth run k, so
 its search trials' curves are the table's (seed k) exactly; the sampler's draws are its own. With a race
-(``confirm=K`` in the strategy, as the default ``tpe+sh+race``) the live search races as ``resnas search``
+(``confirm=K`` in the strategy, as the `default` space's ``tpe+none+race``) the live search races as ``resnas search``
 does, to the strategy's max seeds capped at the table's (as the replay): its race repeats are fresh runs,
 not the table's, so live and replay agree only within the noise of the seeds.
 
-    python benchmarks/live_check.py benchmarks/tables/shortcut14_digits.csv --seeds 5 --strategy tpe+sh+race
+    python benchmarks/live_check.py benchmarks/tables/shortcut14_digits.csv --seeds 5 --strategy tpe+none+race
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("table")
     parser.add_argument("--seeds", type=int, default=5, help="live searches, seeds 0..S-1 [5]")
     parser.add_argument("--replay-seeds", type=int, default=100)
-    parser.add_argument("--strategy", default="tpe+sh+race", help="a preset or SAMPLER+PRUNER[,key=value...] "
-                        "as replay.py takes them [tpe+sh+race]")
+    parser.add_argument("--strategy", default="tpe+none+race", help="a preset or SAMPLER+PRUNER[,key=value...] "
+                        "as replay.py takes them [tpe+none+race]")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     table, strategy = load_table(args.table), parse_strategy(args.strategy)

@@ -247,11 +247,12 @@ PRESETS = {
     "tpe+hyperband": Strategy("tpe+hyperband", sampler="tpe", pruner="hyperband"),
     "tpe+sh": Strategy("tpe+sh", sampler="tpe", pruner="sh"),
     "grid": Strategy("grid", sampler="grid", pruner="grid"),
-    "tpe+sh+race": Strategy("tpe+sh+race", sampler="tpe", pruner="sh", confirm=3),  # the product's default
+    "tpe+none+race": Strategy("tpe+none+race", sampler="tpe", pruner="none", confirm=3),  # the `default` space's
+    "tpe+sh+race": Strategy("tpe+sh+race", sampler="tpe", pruner="sh", confirm=3),  # `depth` and `full`'s
     "random+none+race": Strategy("random+none+race", sampler="random", pruner="none", confirm=3),
     "grid+race": Strategy("grid+race", sampler="grid", pruner="grid", confirm=3),
 }
-DEFAULT_STRATEGIES = ("tpe+sh+race", "random+none+race", "grid+race")
+DEFAULT_STRATEGIES = ("tpe+none+race", "tpe+sh+race", "random+none+race", "grid+race")
 
 
 def _flag(value: str) -> bool:

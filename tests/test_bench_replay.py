@@ -323,3 +323,21 @@ def test_probe_dev_filters_on_both_sides_of_the_reference(table, table_path):
     assert alone.probe_saved == two.probe_saved
     text = replay.report(table, truth, [plain, two, tight], 20)
     assert f"| {two.probe_saved:.0%} | 0 |" in text and "| 20 |" in text
+
+
+def test_the_shipped_default_strategy_is_the_one_its_replay_chose():
+    """The `default` space's sampler, pruner and trials, raced as `resnas search` races (--confirm),
+    replayed on its committed ground truth: the issue-23 goal of >= 90% in the top set at <= 0.6 of
+    the grid's epochs. Successive halving failed it (0.87 at 0.25 over 300 seeds: epochs 1-3 do not
+    rank these designs); the same search without pruning meets it (0.94 at 0.35)."""
+    from resnas.config import Search
+
+    space = load_space("default")
+    pruner = {"successive_halving": "sh"}.get(space.pruner, space.pruner)
+    confirm = Search.__dataclass_fields__["confirm"].default
+    strategy = replay.parse_strategy(f"{space.sampler}+{pruner},confirm={confirm},trials={space.trials}")
+    table = replay.load_table(ROOT / "benchmarks" / "tables" / "default_digits.csv")
+    seeds = 100
+    summary = replay.replay(strategy, table, seeds)
+    assert summary.p_top >= 0.9, summary.p_top
+    assert summary.median_epochs <= 0.6 * replay.grid_epochs(table, seeds)

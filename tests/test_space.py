@@ -86,7 +86,7 @@ def test_fixed_trial_gives_the_spec():
 def test_sampled_space_defaults():
     space = load_space("default")
     assert (space.sampler, space.pruner, space.objectives, space.dataset) == \
-        ("tpe", "successive_halving", ("val_error",), "digits")
+        ("tpe", "none", ("val_error",), "digits")  # no pruner: the replay's choice (test_bench_replay)
     assert space.min_epochs < space.max_epochs
     assert parse_space(MINIMAL + "objectives: [val_error, params]\npruner: none\n").sampler == "nsga2"
 
