@@ -334,7 +334,7 @@ def test_the_shipped_default_strategy_is_the_one_its_replay_chose():
 
     space = load_space("default")
     pruner = {"successive_halving": "sh"}.get(space.pruner, space.pruner)
-    confirm = Search.__dataclass_fields__["confirm"].default
+    confirm = Search(space=space).confirm  # what `resnas search` races by default
     strategy = replay.parse_strategy(f"{space.sampler}+{pruner},confirm={confirm},trials={space.trials}")
     table = replay.load_table(ROOT / "benchmarks" / "tables" / "default_digits.csv")
     seeds = 100

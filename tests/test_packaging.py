@@ -1,6 +1,8 @@
 """The project's own promises: CI runs exactly the README's test command."""
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,10 +61,7 @@ def test_the_readme_says_how_to_start_and_stop_the_tests_postgresql():
     assert "RESNAS_TEST_POSTGRES_STOP=" in (ROOT / ".ci" / "postgres").read_text()
 
 
-def test_ci_postgres_stop_leaves_no_server_and_no_data_behind(pg_url):
-    import os
-    import subprocess
-
+def test_ci_postgres_stop_leaves_no_server_and_no_data_behind(pg_url):  # pg_url: where .ci/postgres runs
     # each run left an 88 MB data directory in /tmp; CI machines share a disk that once filled up
     started = subprocess.run([str(ROOT / ".ci" / "postgres")], capture_output=True, text=True, timeout=300, check=True)
     env = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines())
